@@ -105,3 +105,19 @@ def test_not_a_zip(tmp_path):
 def test_resolve_missing(tmp_path):
     with pytest.raises(BundleError, match="no such folder"):
         resolve_model("nope", tmp_path)
+
+
+def test_cli_import_export(bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from glioseg.cli import app
+
+    runner = CliRunner()
+    zip_path = tmp_path / "b.zip"
+    result = runner.invoke(app, ["export-model", str(bundle), str(zip_path)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["import-model", str(zip_path), "--models-home", str(tmp_path / "h")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "h" / "demo" / MANIFEST).is_file()
+    result = runner.invoke(app, ["import-model", str(zip_path), "--models-home", str(tmp_path / "h")])
+    assert result.exit_code == 1 and "already installed" in result.output

@@ -74,5 +74,36 @@ def info(
                 typer.echo(f"  {name:<4} {n:>9d} voxels  {n * voxel_ml:8.2f} ml")
 
 
+@app.command("import-model")
+def import_model_cmd(
+    bundle_zip: Path = typer.Argument(..., help="Zip made by `glioseg export-model`."),
+    models_home: Optional[Path] = typer.Option(None, "--models-home", help="Install folder [~/.glioseg/models]."),
+    name: Optional[str] = typer.Option(None, "--name", help="Install name [the manifest's name]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an installed model of that name."),
+) -> None:
+    """Install a model bundle safely (sha256 verified, no paths outside the target, no pickle)."""
+    from glioseg.models import BundleError, default_models_home, import_model
+
+    try:
+        dest = import_model(bundle_zip, models_home or default_models_home(), name, overwrite)
+    except BundleError as exc:
+        fail(str(exc))
+    typer.echo(f"installed {dest}  (use: glioseg predict -m {dest.name} ...)")
+
+
+@app.command("export-model")
+def export_model_cmd(
+    bundle_dir: Path = typer.Argument(..., help="Bundle folder (with manifest.json)."),
+    out_zip: Path = typer.Argument(..., help="Zip to write."),
+) -> None:
+    """Zip a verified model bundle for sharing."""
+    from glioseg.models import BundleError, export_model
+
+    try:
+        typer.echo(str(export_model(bundle_dir, out_zip)))
+    except BundleError as exc:
+        fail(str(exc))
+
+
 if __name__ == "__main__":
     app()
