@@ -20,8 +20,9 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from glioseg.io import MODALITIES, CaseError, CaseFiles, ImageSource
+from glioseg.io import MODALITIES, CaseFiles, ImageSource
 
 NII = (".nii.gz", ".nii")
 BRATS2017_SUFFIX = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
@@ -54,43 +55,48 @@ def _nifti_files(folder: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def _match_brats_folder(folder: Path, sep: str, suffixes: dict[str, str]) -> CaseFiles | None:
-    """One BraTS case folder -> CaseFiles, or None if the folder holds no case of this layout.
+def _match_brats_folder(folder: Path, sep: str, suffixes: dict[str, str]) -> list[CaseFiles]:
+    """The cases in one folder of a BraTS layout: one for a case folder, several when the files
+    of many cases lie flat in one folder, none when the folder holds no case of this layout.
 
-    Raises:
-        CaseError: a modality is duplicated (two files claim it).
+    A modality given twice (e.g. ``X_t1.nii`` next to ``X_t1.nii.gz``) is recorded in
+    ``CaseFiles.problems`` rather than raised, so that the other cases go on.
     """
-    by_suffix: dict[str, list[Path]] = {}
     pattern = re.compile(rf"^(?P<id>.+){re.escape(sep)}(?P<suffix>[A-Za-z0-9]+)$")
+    wanted = set(suffixes.values()) | {"seg"}
+    groups: dict[str, dict[str, list[Path]]] = {}
     for path in _nifti_files(folder):
         m = pattern.match(strip_nii(path.name) or "")
-        if m:
-            by_suffix.setdefault(m["suffix"].lower(), []).append(path)
-    wanted = set(suffixes.values()) | {"seg"}
-    if not set(by_suffix) & wanted or not set(by_suffix) & set(suffixes.values()):
-        return None
-    case_id = folder.name
-    for suffix, paths in by_suffix.items():
-        if suffix in wanted and len(paths) > 1:
-            raise CaseError(case_id, f"duplicate '{suffix}' files: {[p.name for p in paths]}; keep one", folder)
-    images = {mod: ImageSource(by_suffix[suf][0]) for mod, suf in suffixes.items() if suf in by_suffix}
-    label = by_suffix["seg"][0] if "seg" in by_suffix else None
+        if m and m["suffix"].lower() in wanted:
+            groups.setdefault(m["id"], {}).setdefault(m["suffix"].lower(), []).append(path)
+    groups = {i: g for i, g in groups.items() if set(g) & set(suffixes.values())}
     layout = "brats2017" if sep == "_" else "brats2023"
-    return CaseFiles(case_id, images, label, layout, layout)
+    cases = []
+    for file_id, by_suffix in sorted(groups.items()):
+        case_id = folder.name if len(groups) == 1 else file_id
+        problems = tuple(f"duplicate '{suffix}' files {[p.name for p in paths]} in {folder}; keep one"
+                         for suffix, paths in sorted(by_suffix.items()) if len(paths) > 1)
+        images = {mod: ImageSource(by_suffix[suf][0]) for mod, suf in suffixes.items() if suf in by_suffix}
+        label = by_suffix["seg"][0] if "seg" in by_suffix else None
+        cases.append(CaseFiles(case_id, images, label, layout, layout, problems))
+    return cases
 
 
-def _find_brats(root: Path) -> tuple[str, list[CaseFiles]] | None:
+def _find_brats(root: Path, layout: str | None = None) -> tuple[str, list[CaseFiles]] | None:
     found: dict[str, list[CaseFiles]] = {"brats2017": [], "brats2023": []}
+    candidates = [(name, sep, suffixes) for name, sep, suffixes in
+                  (("brats2023", "-", BRATS2023_SUFFIX), ("brats2017", "_", BRATS2017_SUFFIX))
+                  if layout in (None, name)]
     folders = [root] + sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))
     for folder in folders:
-        for layout, sep, suffixes in (("brats2023", "-", BRATS2023_SUFFIX), ("brats2017", "_", BRATS2017_SUFFIX)):
-            case = _match_brats_folder(folder, sep, suffixes)
-            if case is not None:
-                found[layout].append(case)
+        for name, sep, suffixes in candidates:
+            cases = _match_brats_folder(folder, sep, suffixes)
+            if cases:
+                found[name].extend(cases)
                 break
-    for layout in ("brats2017", "brats2023"):
-        if found[layout]:
-            return layout, found[layout]
+    for name in ("brats2017", "brats2023"):
+        if found[name]:
+            return name, found[name]
     return None
 
 
@@ -140,11 +146,62 @@ def _find_msd(root: Path, images_dir: Path) -> list[CaseFiles]:
     return cases
 
 
+def _label_role(name: str) -> int | None:
+    """Canonical label meant by a dataset.json label name (``"edema"`` -> ED), or None."""
+    from glioseg.labels import BG, ED, ET, NCR, RC
+
+    text = name.strip().lower().replace("_", " ").replace("-", " ")
+    rules = ((("background",), BG), (("non enh", "nonenh", "necro", "netc", "ncr", "net"), NCR),
+             (("edema", "oedema", "snfh", "ed"), ED), (("enhanc", "et"), ET),
+             (("resection", "cavity", "rc"), RC))
+    for keys, role in rules:
+        if any(text == k or (len(k) > 3 and k in text) for k in keys):
+            return role
+    return None
+
+
+def _scheme_from_labels(meta: dict) -> str | None:
+    """Label scheme that an nnU-Net dataset.json states, or None when it does not say.
+
+    Reads ``glioseg_label_scheme`` if present, else the ``labels`` names: nnU-Net v1
+    (``{"1": "edema"}``), v2 (``{"edema": 1}``) and v2 region-based (``{"tumor core": [2, 3]}``).
+    """
+    from glioseg.labels import NCR, SCHEMES
+
+    if isinstance(meta.get("glioseg_label_scheme"), str):
+        return meta["glioseg_label_scheme"]
+    labels = meta.get("labels")
+    if not isinstance(labels, dict):
+        return None
+    pairs: list[tuple[str, Any]]
+    if all(str(k).strip().isdigit() for k in labels):  # v1: value -> name
+        pairs = [(str(name), int(k)) for k, name in labels.items()]
+    else:
+        pairs = [(str(k), v) for k, v in labels.items()]
+    regions: dict[str, tuple[int, ...]] = {
+        name.lower(): tuple(v) for name, v in pairs if isinstance(v, list)}
+    if regions:  # region-based: the tumour core's values tell where NCR is
+        core = next((v for n, v in regions.items() if "core" in n), None)
+        wanted: dict[tuple[int, ...], str] = {(2, 3): "msd", (1, 3): "brats2023", (1, 4): "brats2017"}
+        return wanted.get(tuple(sorted(core))) if core else None
+    to_file: dict[int, int] = {}
+    for name, value in pairs:
+        role = _label_role(name)
+        if role is None or not isinstance(value, int):
+            return None
+        to_file[role] = value
+    matches = [n for n, scheme in SCHEMES.items() if scheme.to_file == to_file]
+    return matches[0] if matches and NCR in to_file else None
+
+
 def _find_nnunet(root: Path, images_dir: Path, files: list[Path]) -> list[CaseFiles]:
     meta = _read_dataset_json(root)
-    if "channel_names" not in meta:
-        raise DatasetError(f"{root}: nnU-Net layout needs dataset.json with channel_names")
-    channels = _channel_map(meta["channel_names"], root / "dataset.json")
+    names = meta.get("channel_names") or meta.get("modality")  # nnU-Net v2 / v1
+    if not names:
+        raise DatasetError(f"{root}: nnU-Net layout needs dataset.json with channel_names "
+                           '(e.g. {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"})')
+    channels = _channel_map(names, root / "dataset.json")
+    scheme_hint = _scheme_from_labels(meta)
     by_case: dict[str, dict[int, list[Path]]] = {}
     for path in files:
         m = re.match(r"^(?P<id>.+)_(?P<ch>\d{4})$", strip_nii(path.name) or "")
@@ -152,20 +209,20 @@ def _find_nnunet(root: Path, images_dir: Path, files: list[Path]) -> list[CaseFi
             by_case.setdefault(m["id"], {}).setdefault(int(m["ch"]), []).append(path)
     cases = []
     for case_id, chans in sorted(by_case.items()):
-        for ch, paths in chans.items():
-            if len(paths) > 1:
-                raise CaseError(case_id, f"duplicate channel {ch:04d}: {[p.name for p in paths]}", images_dir)
+        problems = tuple(f"duplicate channel {ch:04d} files {[p.name for p in paths]} in {images_dir}; keep one"
+                         for ch, paths in sorted(chans.items()) if len(paths) > 1)
         images = {m: ImageSource(chans[i][0]) for m, i in channels.items() if i in chans}
-        cases.append(CaseFiles(case_id, images, _label_for(root, case_id), "nnunet", None))
+        cases.append(CaseFiles(case_id, images, _label_for(root, case_id), "nnunet", scheme_hint, problems))
     return cases
 
 
-def _find_images_tr(root: Path) -> tuple[str, list[CaseFiles]] | None:
+def _find_images_tr(root: Path, layout: str | None = None) -> tuple[str, list[CaseFiles]] | None:
     for images_dir in (root / "imagesTr", root / "imagesTs"):
-        if not images_dir.is_dir():
+        files = _nifti_files(images_dir) if images_dir.is_dir() else []
+        if not files:
             continue
-        files = _nifti_files(images_dir)
-        if files and all(re.search(r"_\d{4}$", strip_nii(p.name) or "") for p in files):
+        stacked = all(re.search(r"_\d{4}$", strip_nii(p.name) or "") for p in files)
+        if layout == "nnunet" or (layout is None and stacked):
             return "nnunet", _find_nnunet(root, images_dir, files)
         return "msd", _find_msd(root, images_dir)
     return None
@@ -190,9 +247,9 @@ def find_cases(root: Path | str, layout: str | None = None) -> list[CaseFiles]:
         raise DatasetError(f"{root}: not a folder; give a dataset folder or a case folder")
     if layout is not None and layout not in LAYOUTS:
         raise DatasetError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
-    found = _find_images_tr(root) if layout in (None, "msd", "nnunet") else None
+    found = _find_images_tr(root, layout) if layout in (None, "msd", "nnunet") else None
     if found is None and layout in (None, "brats2017", "brats2023"):
-        found = _find_brats(root)
+        found = _find_brats(root, layout)
     if found is None or not found[1]:
         raise DatasetError(
             f"{root}: no cases found. Expected BraTS folders (<ID>/<ID>_t1.nii.gz ... or "

@@ -42,11 +42,13 @@ class CaseError(Exception):
 
     Attributes:
         case_id: the case concerned.
+        message: what is wrong and what to do (without the case and file).
         path: the file concerned, or None.
     """
 
     def __init__(self, case_id: str, message: str, path: Path | str | None = None) -> None:
         self.case_id = case_id
+        self.message = message
         self.path = Path(path) if path is not None else None
         where = f" [{self.path}]" if self.path is not None else ""
         super().__init__(f"case {case_id}{where}: {message}")
@@ -71,6 +73,8 @@ class CaseFiles:
         layout: name of the layout it was found in (``brats2017``, ``brats2023``, ``msd``,
             ``nnunet``, ``files``).
         scheme_hint: label scheme the layout implies, or None when it does not decide.
+        problems: problems found while discovering the case (e.g. a duplicated modality), each
+            a message naming the file and the fix; :func:`read_case` refuses such a case.
     """
 
     case_id: str
@@ -78,6 +82,7 @@ class CaseFiles:
     label: Path | None = None
     layout: str = "files"
     scheme_hint: str | None = None
+    problems: tuple[str, ...] = ()
 
 
 @dataclass
@@ -98,8 +103,15 @@ class Geometry:
 
     @classmethod
     def from_image(cls, img: nib.Nifti1Image) -> Geometry:
-        """Geometry of a loaded NIfTI image (its first three axes)."""
+        """Geometry of a loaded NIfTI image (its first three axes).
+
+        Raises:
+            ValueError: the affine is degenerate (zero voxel size, non-finite values).
+        """
         affine = np.asarray(img.affine, dtype=np.float64)
+        if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+            raise ValueError(f"degenerate voxel-to-world affine {affine[:3].round(4).tolist()}; "
+                             "fix the file's qform/sform (voxel sizes must be > 0)")
         ornt = ornt_transform(io_orientation(affine), axcodes2ornt(CANONICAL_AXCODES))
         header = nib.Nifti1Header.from_header(img.header)
         return cls(tuple(int(s) for s in img.shape[:3]), affine, header, ornt)  # type: ignore[arg-type]
@@ -215,6 +227,18 @@ def read_array(img: nib.Nifti1Image, path: Path, case_id: str, volume: int | Non
     return data.astype(dtype, copy=False) if dtype is not None else data
 
 
+def image_geometry(img: nib.Nifti1Image, path: Path, case_id: str) -> Geometry:
+    """:meth:`Geometry.from_image` with an error that names the case and the file.
+
+    Raises:
+        CaseError: degenerate affine.
+    """
+    try:
+        return Geometry.from_image(img)
+    except ValueError as exc:
+        raise CaseError(case_id, str(exc), path) from exc
+
+
 def _read_label(files: CaseFiles, reference: Geometry) -> tuple[np.ndarray, Geometry]:
     assert files.label is not None  # internal invariant: only called with a label file
     img = load_nifti(files.label, files.case_id)
@@ -223,7 +247,7 @@ def _read_label(files: CaseFiles, reference: Geometry) -> tuple[np.ndarray, Geom
         if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
             raise CaseError(files.case_id, "segmentation holds non-integer values; expected integer labels",
                             files.label)
-    return raw, Geometry.from_image(img)
+    return raw, image_geometry(img, files.label, files.case_id)
 
 
 def read_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
@@ -240,9 +264,12 @@ def read_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
         ``(X, Y, Z)`` uint8 canonical labels or None.
 
     Raises:
-        CaseError: a missing/unreadable file, mismatched geometry, non-finite values, or
-            labels that fit no scheme.
+        CaseError: a missing/duplicated/unreadable file, mismatched geometry, non-finite values.
+        LabelSchemeError: label values that fit no scheme or leave it undecided (its message
+            names the case and the file).
     """
+    if files.problems:
+        raise CaseError(files.case_id, "; ".join(files.problems))
     missing = [m for m in MODALITIES if m not in files.images]
     if missing:
         raise CaseError(files.case_id, f"missing modalities {missing}; every case needs {list(MODALITIES)}")
@@ -250,7 +277,7 @@ def read_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
     for modality in MODALITIES:
         src = files.images[modality]
         img = load_nifti(src.path, files.case_id)
-        geo = Geometry.from_image(img)
+        geo = image_geometry(img, src.path, files.case_id)
         if geometry is None:
             geometry = geo
         elif not geo.matches(geometry):

@@ -170,7 +170,8 @@ def detect_scheme(
         The scheme.
 
     Raises:
-        LabelSchemeError: the values contradict every scheme, or leave it undecided.
+        LabelSchemeError: the values contradict the layout's scheme or every scheme, or leave it
+            undecided.
     """
     present = {int(v) for v in values} - {0}
     if layout_hint is not None:
@@ -179,6 +180,12 @@ def detect_scheme(
             return hinted
         if hinted.name == "brats2023" and present <= SCHEMES["brats2024"].file_values:
             return SCHEMES["brats2024"]
+        # the layout names the scheme: other values are an error, not a reason to guess another one
+        raise LabelSchemeError(
+            f"{context}: unexpected label values {sorted(present - hinted.file_values)} for the "
+            f"layout's scheme {hinted.name} ({hinted.description}); fix the segmentation, or pass "
+            f"--label-scheme (one of {sorted(SCHEMES)}) if the dataset uses another scheme"
+        )
     candidates = [s for s in ("brats2017", "brats2023", "brats2024") if present <= SCHEMES[s].file_values]
     if 4 in present and 3 not in present:
         return SCHEMES["brats2017"]
