@@ -506,5 +506,45 @@ def train(
                        f"best epoch {r.progress.best_epoch}  {dice or '(no validation)'}")
 
 
+@app.command("tune-postprocess")
+def tune_postprocess_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory (or folder of fold_<k> runs)."),
+    preprocessed: Path = typer.Argument(..., help="Preprocessed dataset at the full-resolution stage's spacing."),
+    splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json [the runs' recorded splits]."),
+    thresholds: bool = typer.Option(False, "--thresholds/--no-thresholds", help="Also tune the WT/TC/ET thresholds."),
+    candidates: str = typer.Option("0,10,25,50,100,200,300,500,750,1000,1500", "--candidates",
+                                   help="Small-ET thresholds (voxels) to try."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16, fp16 (CUDA) or fp32."),
+) -> None:
+    """Choose the small-ET rule (and thresholds) on validation folds; write RUN_DIR/postprocess.json."""
+    from glioseg.postprocess import save_postprocess, tune_postprocess
+    from glioseg.predictor import validation_probabilities
+    from glioseg.preprocess import PreprocessError
+    from glioseg.runtime import tune_allocator
+    from glioseg.splits import SplitError
+    from glioseg.train import TrainError
+
+    tune_allocator()
+    try:
+        values = [int(v) for v in candidates.replace(" ", "").split(",") if v]
+    except ValueError:
+        fail(f"--candidates {candidates!r}: give whole numbers of voxels separated by commas")
+    try:
+        pairs = validation_probabilities(run_dir, preprocessed, splits, {"device": device, "precision": precision},
+                                         on_case=lambda cid: typer.echo(f"  {cid}"))
+        target = "labels" if pairs[0][0].shape[0] != 3 else "regions"
+        result = tune_postprocess(pairs, target, values, thresholds)
+    except (FileNotFoundError, ValueError, TrainError, PreprocessError, SplitError) as exc:
+        fail(str(exc))
+    path = save_postprocess(result.config, run_dir, {"tuning": result.to_dict()})
+    names = ("WT", "TC", "ET")
+    base = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.baseline_dice))
+    tuned = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.mean_dice))
+    typer.echo(f"{result.n_cases} validation cases; default Dice {base}")
+    typer.echo(f"min_et_voxels {result.config.min_et_voxels}, thresholds {result.config.thresholds}: Dice {tuned}")
+    typer.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":
     app()
