@@ -225,3 +225,18 @@ def test_unexpected_label_values(synthetic_dataset, tmp_path):
     with pytest.raises(LabelSchemeError, match=rf"{files.case_id}.*unexpected label values \[3\]"):
         read_case(bad)
     assert read_case(bad, label_scheme="brats2023").label.max() == 3  # explicit scheme wins
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from glioseg.io import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        out = atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("x"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

@@ -304,6 +304,12 @@ def read_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
     return Case(files.case_id, image, label, geometry, files, scheme)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place.
 
@@ -317,6 +323,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
