@@ -121,3 +121,47 @@ def test_cli_import_export(bundle, tmp_path):
     assert (tmp_path / "h" / "demo" / MANIFEST).is_file()
     result = runner.invoke(app, ["import-model", str(zip_path), "--models-home", str(tmp_path / "h")])
     assert result.exit_code == 1 and "already installed" in result.output
+
+
+def _fake_run(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    (run / "low").mkdir(parents=True)
+    (run / "config.yaml").write_text("preset: cpu\n")
+    info = {"format": "glioseg-run/1", "label_scheme": "brats2017", "normalisation": {"method": "z"},
+            "preprocessed": "/somewhere/local", "split": {"fold": 0, "splits_file": "/x/splits.json"},
+            "stage_order": ["low", "high"], "stages": {"low": {"epochs_done": 3}}}
+    (run / "run.json").write_text(json.dumps(info))
+    save_file({"w": torch.arange(6, dtype=torch.float32), "n": torch.tensor([3])}, str(run / "low" / "model.safetensors"))
+    (run / "low" / "state.pt").write_bytes(b"not shipped")
+    return run
+
+
+def test_make_bundle_fp16_and_manifest(tmp_path):
+    from safetensors.torch import load_file
+
+    from glioseg.models import make_bundle
+
+    out = tmp_path / "bundle"
+    manifest = make_bundle(_fake_run(tmp_path), out, {"name": "t", "validation": {"WT": 0.9}})
+    assert set(manifest["files"]) == {"config.yaml", "run.json", "low/model.safetensors"}
+    assert manifest["label_scheme"] == "brats2017" and manifest["validation"] == {"WT": 0.9}
+    weights = load_file(str(out / "low" / "model.safetensors"))
+    assert str(weights["w"].dtype) == "torch.float16" and weights["w"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert str(weights["n"].dtype) == "torch.int64"
+    run_info = json.loads((out / "run.json").read_text())
+    assert "preprocessed" not in run_info and "splits_file" not in run_info["split"]
+    verify_bundle(out)
+    with pytest.raises(BundleError, match="not empty"):
+        make_bundle(_fake_run(tmp_path / "again"), out, {})
+
+
+def test_make_bundle_needs_trained_stage(tmp_path):
+    from glioseg.models import make_bundle
+
+    run = _fake_run(tmp_path)
+    (run / "low" / "model.safetensors").unlink()
+    with pytest.raises(BundleError, match="no stage"):
+        make_bundle(run, tmp_path / "b", {})

@@ -245,3 +245,65 @@ def resolve_model(spec: Path | str | None, models_home: Path | str | None = None
     if (folder / MANIFEST).is_file():
         verify_bundle(folder)
     return folder
+
+
+def _strip_local_paths(info: dict[str, Any]) -> dict[str, Any]:
+    """run.json without the trainer's machine-local paths (they mean nothing elsewhere)."""
+    info = json.loads(json.dumps(info))
+    info.pop("preprocessed", None)
+    if isinstance(info.get("split"), dict):
+        info["split"].pop("splits_file", None)
+    return info
+
+
+def _copy_weights(src: Path, dst: Path, fp16: bool) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from glioseg.io import atomic_write
+
+    tensors = load_file(str(src))
+    with safe_open(str(src), framework="pt") as fh:
+        metadata = dict(fh.metadata() or {})
+    if fp16:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        metadata["storage"] = "fp16"
+    atomic_write(dst, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def make_bundle(run_dir: Path | str, out_dir: Path | str, info: dict[str, Any], fp16: bool = True,
+                stages: list[str] | None = None) -> dict[str, Any]:
+    """Turn a run directory into a bundle: config, run.json, best weights per stage, manifest.
+
+    Args:
+        run_dir: a finished ``glioseg train`` run directory.
+        out_dir: bundle folder to create (must not exist or be empty).
+        info: manifest fields (name, training, validation, ...).
+        fp16: store weights as float16 (halves the size; loaded back into float32 networks).
+        stages: stages to include (default: every stage with ``model.safetensors``).
+
+    Returns:
+        The manifest.
+
+    Raises:
+        BundleError: no trained stage, or the output folder is not empty.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    for name in ("config.yaml", "run.json"):
+        if not (run_dir / name).is_file():
+            raise BundleError(f"{run_dir}: {name} missing; give a run directory made by `glioseg train`")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BundleError(f"{out_dir}: exists and is not empty; choose a new folder")
+    run_info = json.loads((run_dir / "run.json").read_text())
+    names = stages or [s for s in run_info.get("stage_order", []) if (run_dir / s / "model.safetensors").is_file()]
+    if not names:
+        raise BundleError(f"{run_dir}: no stage has model.safetensors; train first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "config.yaml", out_dir / "config.yaml")
+    run_info = _strip_local_paths(run_info)
+    (out_dir / "run.json").write_text(json.dumps(run_info, indent=1) + "\n")
+    for name in names:
+        _copy_weights(run_dir / name / "model.safetensors", out_dir / name / "model.safetensors", fp16)
+    fields = {"label_scheme": run_info.get("label_scheme"), "normalisation": run_info.get("normalisation"),
+              "stages": {n: run_info.get("stages", {}).get(n, {}) for n in names}, **info}
+    return write_manifest(out_dir, fields)
