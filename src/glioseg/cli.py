@@ -381,6 +381,8 @@ def predict(
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
                                             help="Also write OUT/probabilities/<ID>_<region>.nii.gz."),
     mc_dropout: int = typer.Option(0, "--mc-dropout", min=0, help="MC-dropout samples; writes OUT/uncertainty/."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads [one per core]; 1 is "
+                                          "faster on a machine busy with other jobs."),
     label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Scheme of the written labels "
                                                "[the dataset's, else brats2017]."),
     t1: Optional[Path] = typer.Option(None, "--t1", help="T1 file (with --t1ce --t2 --flair)."),
@@ -399,6 +401,10 @@ def predict(
     from glioseg.train import TrainError
 
     tune_allocator()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         if label_scheme is not None:
             get_scheme(label_scheme)

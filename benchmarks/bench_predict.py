@@ -1,0 +1,239 @@
+"""Benchmark whole-case prediction on a real BraTS case against MONAI's sliding window.
+
+Methods, each measured in its own subprocess (honest peak RSS), same network, same overlap,
+same precision (bf16 autocast on CPU), same allocator setting (``glioseg.runtime.tune_allocator``):
+
+- ``default``:   glioseg Predictor, cascade (2 mm whole brain, then 1 mm on the tumour box + margin)
+- ``full``:      glioseg Predictor, no cascade: 1 mm sliding window over the brain bounding box
+- ``monai``:     ``monai.inferers.sliding_window_inference`` (Gaussian, sigma 1/8) over the whole
+                 z-scored 240x240x155 volume, the way it is usually called
+- ``monai-crop``: the same on the brain bounding box (what ``full`` sees), to separate the gain of
+                 cropping from the gain of the cascade
+
+Every method starts from the same in-memory case (reading the NIfTI files is timed separately)
+and includes preprocessing, inference, paste-back and thresholding. ``seconds`` is the time per
+case once the model is loaded and warm (median of the repeats after the first); ``first`` is the
+first call (oneDNN primitive creation included).
+
+Usage::
+
+    python benchmarks/bench_predict.py [--run RUN_DIR] [--case Brats18_2013_2_1] [--repeats 3]
+
+Without ``--run`` a randomly initialised network with the cpu preset's shapes is used: timings
+and RSS are meaningful, Dice is not, and the cascade's tumour box is taken from the ground truth
+(as a trained low stage would find it) so that the high stage runs on a realistic box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "brats18"
+METHODS = ("default", "full", "monai", "monai-crop")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=None, help="trained run directory (default: random cpu-preset nets)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BraTS dataset folder")
+    parser.add_argument("--case", default=None, help="case ID (default: the first case)")
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--repeats", type=int, default=3, help="predictions per method (first one is warm-up)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads in every method (default: torch's, one per core); on a "
+                             "machine shared with other jobs 1 thread avoids OpenMP barrier stalls")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def random_stages(overlap: float):
+    """Randomly initialised stages with the cpu preset's shapes (seeded)."""
+    import torch
+
+    from glioseg.config import cpu_preset
+    from glioseg.predictor import Stage
+    from glioseg.train import build_stage_model
+
+    stages = {}
+    for i, cfg in enumerate(cpu_preset().stages):
+        torch.manual_seed(i)
+        model = build_stage_model(cfg).eval()
+        stages[cfg.name] = Stage(cfg.name, [model], cfg.spacing_mm, tuple(cfg.val_window or cfg.patch_size),
+                                 cfg.target, model.divisor)
+    return stages
+
+
+def ground_truth_box(case):
+    """Replace the low stage's tumour box by the ground truth's (random-network mode only)."""
+    import numpy as np
+
+    import glioseg.predictor as predictor_module
+
+    real = predictor_module.tumour_box
+
+    def box(probs, target, threshold, margin_mm, spacing):
+        truth = np.stack([case.label > 0] * 3).astype(np.float32)
+        return real(truth, "regions", 0.5, margin_mm, spacing)
+
+    predictor_module.tumour_box = box
+
+
+def load_predictor(args: argparse.Namespace, cascade: bool):
+    from glioseg.predictor import Predictor
+
+    options = {"device": "cpu", "precision": "bf16", "tta": "none", "cascade": cascade, "overlap": args.overlap}
+    if args.run is not None:
+        return Predictor.from_run(args.run, **options)
+    return Predictor(random_stages(args.overlap), **options)
+
+
+def monai_predict(predictor, case, whole_volume: bool, overlap: float):
+    """MONAI sliding window with the full-resolution stage's network, window and precision."""
+    import numpy as np
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from glioseg.postprocess import postprocess_probabilities
+    from glioseg.preprocess import preprocess_case, restore_to_case_grid
+    from glioseg.runtime import autocast_context
+
+    stage = predictor.full_stage
+    pc = preprocess_case(case, stage.spacing_mm)
+    image = restore_to_case_grid(pc.image, pc.meta, order=1) if whole_volume else pc.image
+    net = stage.models[0]
+    with torch.inference_mode(), autocast_context("cpu", "bf16"):
+        logits = sliding_window_inference(torch.from_numpy(np.ascontiguousarray(image))[None], stage.patch_size, 1,
+                                          net, overlap=overlap, mode="gaussian", sigma_scale=0.125)
+    probs = torch.sigmoid(logits[0].float()).numpy()
+    if not whole_volume:
+        probs = restore_to_case_grid(probs, pc.meta, order=1)
+    return postprocess_probabilities(probs, stage.target, predictor.postprocess)
+
+
+def worker(args: argparse.Namespace) -> dict:
+    import torch
+
+    from glioseg.discovery import find_cases
+    from glioseg.io import read_case
+    from glioseg.postprocess import region_dice
+    from glioseg.runtime import tune_allocator
+
+    tune_allocator()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    method = args.worker
+    cases = find_cases(args.data)
+    files = next(c for c in cases if c.case_id == args.case) if args.case else cases[0]
+    start = time.perf_counter()
+    case = read_case(files)
+    read_s = time.perf_counter() - start
+    predictor = load_predictor(args, cascade=method == "default")
+    if args.run is None and method == "default":
+        ground_truth_box(case)
+    seconds, cpu, labels, timings = [], [], None, {}
+    for _ in range(max(args.repeats, 1)):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        if method in ("default", "full"):
+            pred = predictor.predict_case(case)
+            labels, timings = pred.labels, pred.timings
+        else:
+            labels = monai_predict(predictor, case, method == "monai", args.overlap)
+        seconds.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    warm = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    warm_cpu = statistics.median(cpu[1:]) if len(cpu) > 1 else cpu[0]
+    return {"method": method, "case": case.case_id, "read_s": read_s, "first_s": seconds[0], "seconds": warm,
+            "cpu_s": warm_cpu, "all_s": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "dice": region_dice(labels, case.label).tolist(), "timings": timings, "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def run_method(args: argparse.Namespace, method: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", method, "--data", str(args.data), "--overlap", str(args.overlap),
+           "--repeats", str(args.repeats)]
+    if args.run is not None:
+        cmd += ["--run", str(args.run)]
+    if args.case:
+        cmd += ["--case", args.case]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(results: dict[str, dict], trained: bool) -> None:
+    first = next(iter(results.values()))
+    print(f"case {first['case']}  (reading the 4 NIfTI files: {first['read_s']:.2f} s, not included below); "
+          f"torch threads {first['threads']}; bf16 autocast; tune_allocator() in every process")
+    if not trained:
+        print("NOTE: no --run given: randomly initialised cpu-preset networks. Timings and RSS are meaningful; "
+              "Dice is NOT (and the cascade box comes from the ground truth).")
+    print("s/case: wall seconds per case (warm); cpu: CPU seconds of the process (all threads), less "
+          "sensitive to other jobs on a shared machine")
+    print(f"{'method':<11} {'s/case':>8} {'cpu':>7} {'first':>7} {'peak RSS':>10} {'Dice WT':>8} {'TC':>6} {'ET':>6}")
+    for name, r in results.items():
+        wt, tc, et = r["dice"]
+        print(f"{name:<11} {r['seconds']:8.2f} {r['cpu_s']:7.2f} {r['first_s']:7.2f} {r['rss_mb']:8.0f} MB "
+              f"{wt:8.3f} {tc:6.3f} {et:6.3f}")
+    if "default" in results:
+        d = results["default"]
+        print("default steps (s): " + "  ".join(f"{k} {v:.2f}" for k, v in d["timings"].items()))
+        for ref in ("full", "monai", "monai-crop"):
+            if ref in results:
+                r = results[ref]
+                dd = [a - b for a, b in zip(d["dice"], r["dice"])]
+                print(f"default vs {ref:<10}: {r['seconds'] / d['seconds']:6.1f}x faster (wall), "
+                      f"{r['cpu_s'] / d['cpu_s']:6.1f}x less CPU, RSS "
+                      f"{d['rss_mb'] / r['rss_mb']:.2f}x, Dice diff WT/TC/ET {dd[0]:+.3f} {dd[1]:+.3f} {dd[2]:+.3f}")
+        targets = [("default <= 5 s per case", d["seconds"] <= 5.0),
+                   ("peak RSS <= 3 GB", d["rss_mb"] <= 3072)]
+        if "monai" in results:
+            m = results["monai"]
+            targets.append((">= 10x faster than MONAI sliding window (wall)", m["seconds"] / d["seconds"] >= 10))
+            targets.append((">= 10x less CPU than MONAI sliding window", m["cpu_s"] / d["cpu_s"] >= 10))
+        if "full" in results and trained:
+            worst = max(abs(a - b) for a, b in zip(d["dice"], results["full"]["dice"]))
+            targets.append(("Dice within 0.01 of full-resolution", worst <= 0.01))
+        print("targets: " + "; ".join(f"{t}: {'met' if ok else 'MISSED'}" for t, ok in targets))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    if not args.data.is_dir():
+        sys.exit(f"data folder {args.data} not found; pass --data")
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        sys.exit(f"unknown methods {unknown}; choose from {METHODS}")
+    results = {}
+    load_before = os.getloadavg()[0]
+    for method in methods:
+        print(f"running {method} ...", file=sys.stderr, flush=True)
+        results[method] = run_method(args, method)
+    report(results, args.run is not None)
+    print(f"machine load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores: other jobs inflate wall times; compare within one run")
+
+
+if __name__ == "__main__":
+    main()
