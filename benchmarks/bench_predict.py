@@ -43,7 +43,8 @@ METHODS = ("default", "full", "monai", "monai-crop")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, default=None, help="trained run directory (default: random cpu-preset nets)")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="trained run directory (default: random cpu-preset nets)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BraTS dataset folder")
     parser.add_argument("--case", default=None, help="case ID (default: the first case)")
     parser.add_argument("--overlap", type=float, default=0.5)
@@ -198,7 +199,7 @@ def report(results: dict[str, dict], trained: bool) -> None:
         for ref in ("full", "monai", "monai-crop"):
             if ref in results:
                 r = results[ref]
-                dd = [a - b for a, b in zip(d["dice"], r["dice"])]
+                dd = [a - b for a, b in zip(d["dice"], r["dice"], strict=True)]
                 print(f"default vs {ref:<10}: {r['seconds'] / d['seconds']:6.1f}x faster (wall), "
                       f"{r['cpu_s'] / d['cpu_s']:6.1f}x less CPU, RSS "
                       f"{d['rss_mb'] / r['rss_mb']:.2f}x, Dice diff WT/TC/ET {dd[0]:+.3f} {dd[1]:+.3f} {dd[2]:+.3f}")
@@ -209,7 +210,7 @@ def report(results: dict[str, dict], trained: bool) -> None:
             targets.append((">= 10x faster than MONAI sliding window (wall)", m["seconds"] / d["seconds"] >= 10))
             targets.append((">= 10x less CPU than MONAI sliding window", m["cpu_s"] / d["cpu_s"] >= 10))
         if "full" in results and trained:
-            worst = max(abs(a - b) for a, b in zip(d["dice"], results["full"]["dice"]))
+            worst = max(abs(a - b) for a, b in zip(d["dice"], results["full"]["dice"], strict=True))
             targets.append(("Dice within 0.01 of full-resolution", worst <= 0.01))
         print("targets: " + "; ".join(f"{t}: {'met' if ok else 'MISSED'}" for t, ok in targets))
 

@@ -56,7 +56,8 @@ def cases() -> dict[str, tuple[int, int, tuple[int, ...], str]]:
     out = {"paper-fp32": (16, 5, (2, 4, 128, 128, 128), "fp32"),
            "paper-bf16": (16, 5, (2, 4, 128, 128, 128), "bf16")}
     for stage in cpu_preset().stages:
-        shape = (stage.batch_size, 4, *stage.patch_size) if not stage.whole_volume else (stage.batch_size, 4, 80, 96, 80)
+        size = (80, 96, 80) if stage.whole_volume else stage.patch_size
+        shape = (stage.batch_size, 4, *size)
         out[f"cpu-{stage.name}"] = (stage.model.base_filters, stage.model.depth, shape, stage.precision)
     return out
 

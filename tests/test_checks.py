@@ -193,7 +193,7 @@ def test_each_check_fires_on_its_bad_case(dataset, damage, check, message):
         assert any(f.path == path for f in found)
     line = found[0].line(BAD)
     assert line.startswith(f"ERROR case {BAD}") and "\n" not in line
-    assert any(BAD in l for l in report_lines(report))
+    assert any(BAD in line for line in report_lines(report))
 
 
 def test_small_affine_difference_is_tolerated(dataset):

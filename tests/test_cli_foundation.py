@@ -62,7 +62,7 @@ def test_synth_same_seed_same_files(tmp_path):
     (["--shape", "8"], ">= 16"),
 ])
 def test_synth_bad_arguments(tmp_path, args, message):
-    result = runner.invoke(app, ["synth", str(tmp_path / "x"), "--cases", "1"] + args)
+    result = runner.invoke(app, ["synth", str(tmp_path / "x"), "--cases", "1", *args])
     assert result.exit_code == 1
     assert message in result.output
     assert not list(tmp_path.rglob("*.nii.gz"))

@@ -95,9 +95,9 @@ def test_bad_files(tmp_path):
     broken.write_text("stages: [\n")
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(broken)
-    with pytest.raises(ConfigError, match="unknown preset 'gpu'.*cpu.*isensee2017"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'gpu'.*cpu.*isensee2017"):
         get_preset("gpu")
-    with pytest.raises(ConfigError, match="unknown stage 'mid'.*low.*high"):
+    with pytest.raises(ConfigError, match=r"unknown stage 'mid'.*low.*high"):
         cpu_preset().stage("mid")
 
 

@@ -139,10 +139,10 @@ def test_crop_with_padding():
 def test_bad_inputs(pre, tmp_path):
     with pytest.raises(PreprocessError, match="no cases"):
         PatchDataset(pre, [], patch_size=8)
-    with pytest.raises(PreprocessError, match="nocase.*glioseg preprocess"):
+    with pytest.raises(PreprocessError, match=r"nocase.*glioseg preprocess"):
         PatchDataset(pre, ["nocase"], patch_size=8)
     save_case(tmp_path, "unlabelled", with_label=False)
-    with pytest.raises(PreprocessError, match="without a label.*unlabelled"):
+    with pytest.raises(PreprocessError, match=r"without a label.*unlabelled"):
         PatchDataset(tmp_path, ["unlabelled"], patch_size=8)
     with pytest.raises(ValueError, match="patch_size"):
         PatchDataset(pre, IDS, patch_size=(8, 8))

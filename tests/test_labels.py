@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 
 from glioseg.labels import (
-    ED, ET, NCR, RC, SCHEMES, LabelSchemeError, detect_scheme, get_scheme, labels_to_regions,
+    ED,
+    ET,
+    NCR,
+    RC,
+    SCHEMES,
+    LabelSchemeError,
+    detect_scheme,
+    get_scheme,
+    labels_to_regions,
     regions_to_labels,
 )
 

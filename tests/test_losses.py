@@ -97,7 +97,8 @@ def test_label_loss_paper_dice_by_hand():
 def test_modules_match_functions():
     labels = torch.randint(0, 4, (2, 4, 4, 4), dtype=torch.uint8)
     logits3, logits4 = torch.randn(2, 3, 4, 4, 4), torch.randn(2, 4, 4, 4, 4)
-    assert RegionLoss(1.0, 0.3, batch_dice=True)(logits3, labels) == region_loss(logits3, labels, 1.0, 0.3, batch_dice=True)
+    expected = region_loss(logits3, labels, 1.0, 0.3, batch_dice=True)
+    assert RegionLoss(1.0, 0.3, batch_dice=True)(logits3, labels) == expected
     assert LabelLoss(ce_weight=1.0)(logits4, labels) == label_loss(logits4, labels, ce_weight=1.0)
     assert isinstance(build_loss("labels"), LabelLoss) and isinstance(build_loss("regions"), RegionLoss)
 
@@ -116,7 +117,7 @@ def test_bad_inputs():
         label_loss(torch.zeros(1, 3, 4, 4, 4), labels)
     with pytest.raises(ValueError, match="labels"):
         region_loss(torch.zeros(1, 3, 4, 4, 2), labels)
-    with pytest.raises(ValueError, match="unknown target 'softmax'.*regions"):
+    with pytest.raises(ValueError, match=r"unknown target 'softmax'.*regions"):
         build_loss("softmax")
     with pytest.raises(ValueError, match="unknown target"):
         output_channels("x")

@@ -28,7 +28,7 @@ from glioseg.metrics import (
 
 def box(shape, lo, hi):
     mask = np.zeros(shape, bool)
-    mask[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
+    mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = True
     return mask
 
 

@@ -106,7 +106,7 @@ def test_invalid_hyperparameters(kwargs, match):
 
 
 def test_single_voxel_bottleneck_is_refused():
-    with pytest.raises(ValueError, match="one voxel at the bottleneck.*at least 32"):
+    with pytest.raises(ValueError, match=r"one voxel at the bottleneck.*at least 32"):
         Isensee2017UNet(base_filters=2)(torch.zeros(1, 4, 16, 16, 16))
 
 

@@ -149,8 +149,11 @@ def test_tune_postprocess_picks_the_best_min_et():
     result = tune_postprocess(cases, min_et_candidates=(0, 10, 21, 33, 100))
     # 21 removes the spurious ET (20 voxels) but keeps the real one (32 voxels); 33 or more removes both
     assert result.config.min_et_voxels == 21
-    brute = {t: np.mean([region_dice(postprocess_probabilities(p, "regions", PostprocessConfig(min_et_voxels=t)), g).mean()
-                         for p, g in cases]) for t in (0, 10, 21, 33, 100)}
+    def mean_dice(t: int) -> float:
+        rule = PostprocessConfig(min_et_voxels=t)
+        return float(np.mean([region_dice(postprocess_probabilities(p, "regions", rule), g).mean() for p, g in cases]))
+
+    brute = {t: mean_dice(t) for t in (0, 10, 21, 33, 100)}
     assert max(brute, key=brute.get) == 21
     for t, score in result.min_et_scores.items():
         assert score == pytest.approx(brute[t])
@@ -160,7 +163,7 @@ def test_tune_postprocess_picks_the_best_min_et():
 
 def test_tune_postprocess_thresholds():
     cases = []
-    for probs, truth in _tuning_cases()[:2]:
+    for _, truth in _tuning_cases()[:2]:
         shifted = np.where(one_hot_regions(truth) > 0, 0.45, 0.05).astype(np.float32)  # under-confident
         cases.append((shifted, truth))
     result = tune_postprocess(cases, tune_thresholds=True, threshold_grid=(0.3, 0.5, 0.7))

@@ -9,21 +9,14 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from glioseg.batch import predict_dataset, select_shard
 from glioseg.cli import app
 from glioseg.config import ModelConfig, StageConfig, TrainConfig, save_config
 from glioseg.discovery import find_cases
 from glioseg.io import read_case
 from glioseg.labels import ET, get_scheme
 from glioseg.postprocess import PostprocessConfig, save_postprocess
-from glioseg.predictor import (
-    Predictor,
-    Stage,
-    box_on_grid,
-    predict_dataset,
-    run_folders,
-    select_shard,
-    tumour_box,
-)
+from glioseg.predictor import Predictor, Stage, box_on_grid, run_folders, tumour_box
 from glioseg.preprocess import preprocess_case
 from glioseg.synth import default_affine
 from glioseg.train import build_stage_model, save_weights
@@ -132,7 +125,7 @@ def test_cascade_keeps_low_resolution_outside_the_box(synthetic_dataset):
     full = Predictor(_stages(FlairThreshold(), high), device="cpu", precision="fp32", cascade=False)
     a = cascade.predict_case(case, True)
     box = a.box
-    assert box is not None and any(hi - lo < n for (lo, hi), n in zip(box, case.label.shape))
+    assert box is not None and any(hi - lo < n for (lo, hi), n in zip(box, case.label.shape, strict=True))
     inside = np.zeros(case.label.shape, dtype=bool)
     inside[tuple(slice(lo, hi) for lo, hi in box)] = True
     lo_probs = low_only.predict_case(case, True).probabilities
@@ -184,7 +177,7 @@ def test_run_folders(tmp_path, run_dir):
     assert [p.name for p in run_folders(tmp_path / "cv", [2])] == ["fold_2"]
     with pytest.raises(FileNotFoundError, match=r"folds \[1\] not found"):
         run_folders(tmp_path / "cv", [1])
-    with pytest.raises(FileNotFoundError, match="no run.json"):
+    with pytest.raises(FileNotFoundError, match=r"no run\.json"):
         run_folders(tmp_path)
     predictor = Predictor.from_run(tmp_path / "cv", device="cpu")
     assert len(predictor.stages["high"].models) == 2  # an ensemble of the two folds

@@ -92,7 +92,7 @@ def test_resample_then_restore_recovers_labels():
     case = synthetic_case(shape=(48, 48, 48), seed=2)
     pc = preprocess_case(case, spacing_mm=2.0)
     assert all(abs(s - 2.0) < 0.1 for s in pc.meta["effective_spacing"])
-    assert all(abs(n - c / 2) <= 1 for n, c in zip(pc.meta["shape"], pc.meta["cropped_shape"]))
+    assert all(abs(n - c / 2) <= 1 for n, c in zip(pc.meta["shape"], pc.meta["cropped_shape"], strict=True))
     back = restore_to_case_grid(pc.label, pc.meta, order=0)
     assert back.shape == case.label.shape
     wt, wt_back = case.label > 0, back > 0
@@ -115,10 +115,10 @@ def test_grid_affine_maps_resampled_voxels_to_world():
 
 def test_bad_inputs_raise_clear_errors():
     case = synthetic_case()
-    with pytest.raises(CaseError, match="synth.*spacing"):
+    with pytest.raises(CaseError, match=r"synth.*spacing"):
         preprocess_case(case, spacing_mm=0)
     empty = Case("empty", np.zeros_like(case.image), None, case.geometry, CaseFiles("empty", {}))
-    with pytest.raises(CaseError, match="empty.*zero everywhere"):
+    with pytest.raises(CaseError, match=r"empty.*zero everywhere"):
         preprocess_case(empty)
     pc = preprocess_case(case)
     with pytest.raises(ValueError, match="does not match"):
@@ -179,11 +179,11 @@ def test_bad_case_is_isolated(dataset, tmp_path):
 
 
 def test_load_missing_or_corrupt_case(tmp_path):
-    with pytest.raises(PreprocessError, match="nocase.*glioseg preprocess"):
+    with pytest.raises(PreprocessError, match=r"nocase.*glioseg preprocess"):
         load_preprocessed(tmp_path, "nocase")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "meta.json").write_text("{not json")
-    with pytest.raises(PreprocessError, match="broken.*corrupt"):
+    with pytest.raises(PreprocessError, match=r"broken.*corrupt"):
         load_preprocessed(tmp_path, "broken")
     with pytest.raises(PreprocessError, match="not a folder"):
         list_preprocessed(tmp_path / "absent")

@@ -20,7 +20,7 @@ def evaluated(make_synthetic_dataset, tmp_path):
     pred = tmp_path / "pred"
     pred.mkdir()
     cases = find_cases(root)
-    for shift, case in zip((0, 1, 2), cases[:2]):
+    for shift, case in zip((0, 1), cases[:2], strict=True):  # the third case has no prediction
         img = nib.load(str(case.label))
         data = np.roll(np.asarray(img.dataobj), shift, axis=0)
         nib.save(nib.Nifti1Image(data, img.affine, img.header), str(pred / f"{case.case_id}.nii.gz"))
@@ -59,7 +59,7 @@ def test_report_in_headless_chromium(evaluated, tmp_path):
     html = write_report(result, tmp_path / "report")["html"]
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in CHROME_FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+    for flag in [*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
@@ -72,14 +72,20 @@ def test_report_in_headless_chromium(evaluated, tmp_path):
         assert errors == []
         table = driver.find_element("id", "cases")
         assert table.is_displayed()
-        ids = lambda: [r.find_elements("tag name", "td")[0].text for r in table.find_elements("css selector", "tbody tr")]
+        def column(index: int) -> list[str]:
+            rows = table.find_elements("css selector", "tbody tr")
+            return [r.find_elements("tag name", "td")[index].text for r in rows]
+
+        def ids() -> list[str]:
+            return column(0)
+
         assert sorted(ids()) == sorted(c.case_id for c in cases)
         header = {h.text.strip(" \u25b2\u25bc"): h for h in table.find_elements("tag name", "th")}
         header["dice_WT"].click()
-        ascending = [float(r.find_elements("tag name", "td")[2].text) for r in table.find_elements("css selector", "tbody tr")]
+        ascending = [float(v) for v in column(2)]
         assert ascending == sorted(ascending) and ascending[0] == 0.0  # the missing case first
         header["dice_WT"].click()
-        descending = [float(r.find_elements("tag name", "td")[2].text) for r in table.find_elements("css selector", "tbody tr")]
+        descending = [float(v) for v in column(2)]
         assert descending == sorted(ascending, reverse=True)
         header["case_id"].click()
         assert ids() == sorted(ids())

@@ -124,14 +124,14 @@ def test_save_load_and_corrupt_files(tmp_path):
     assert load_splits(path) == json.loads(json.dumps(result))
     train, val = get_fold(load_splits(path), 2)
     assert len(train) == 4 and len(val) == 2
-    with pytest.raises(SplitError, match="folds 0..2"):
+    with pytest.raises(SplitError, match=r"folds 0\.\.2"):
         get_fold(result, 3)
     (tmp_path / "bad.json").write_text("{oops")
     with pytest.raises(SplitError, match="not valid JSON"):
         load_splits(tmp_path / "bad.json")
     overlap = {"splits": [{"fold": 0, "train": ["a", "b"], "val": ["b"]}]}
     (tmp_path / "overlap.json").write_text(json.dumps(overlap))
-    with pytest.raises(SplitError, match="both sides.*b"):
+    with pytest.raises(SplitError, match=r"both sides.*b"):
         load_splits(tmp_path / "overlap.json")
     with pytest.raises(SplitError, match="not found"):
         load_splits(tmp_path / "absent.json")

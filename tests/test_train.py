@@ -114,7 +114,7 @@ def test_resume_with_other_network_is_refused(preprocessed, tmp_path):
     fit(tiny_config(epochs=1, iterations=1), preprocessed, tmp_path / "run", show_progress=False, max_steps=0)
     other = tiny_config(epochs=1, model=ModelConfig(base_filters=2, depth=3))
     ids = resolve_split(preprocessed, tmp_path / "run", other)
-    with pytest.raises(TrainError, match="different.*model.*--no-resume"):
+    with pytest.raises(TrainError, match=r"different.*model.*--no-resume"):
         train_stage(other, "main", preprocessed, tmp_path / "run", ids["train"], ids["val"], show_progress=False)
 
 
@@ -128,9 +128,9 @@ def test_trained_stage_settings_are_protected(preprocessed, tmp_path):
 def test_corrupt_checkpoint_and_missing_run(preprocessed, tmp_path):
     fit(tiny_config(epochs=1, iterations=1), preprocessed, tmp_path / "run", show_progress=False)
     (tmp_path / "run" / "main" / "state.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(TrainError, match="cannot read the checkpoint.*--no-resume"):
+    with pytest.raises(TrainError, match=r"cannot read the checkpoint.*--no-resume"):
         fit(tiny_config(epochs=1, iterations=1), preprocessed, tmp_path / "run", show_progress=False)
-    with pytest.raises(TrainError, match="config.yaml missing"):
+    with pytest.raises(TrainError, match=r"config\.yaml missing"):
         load_run(tmp_path / "nothing")
 
 

@@ -81,7 +81,8 @@ def test_show_cli(make_synthetic_dataset, tmp_path):
 def test_training_curves_tolerate_missing_columns(tmp_path):
     run = tmp_path / "run"
     (run / "stage1").mkdir(parents=True)
-    (run / "stage1" / "log.csv").write_text("epoch,train_loss,val_dice_WT,lr\n0,0.9,0.5,0.01\n1,0.7,,0.005\n2,0.6,0.7,0.001\n")
+    log = "epoch,train_loss,val_dice_WT,lr\n0,0.9,0.5,0.01\n1,0.7,,0.005\n2,0.6,0.7,0.001\n"
+    (run / "stage1" / "log.csv").write_text(log)
     (run / "other.csv").write_text("a,b\n1,2\n")
     assert find_training_logs(run) == [run / "stage1" / "log.csv"]
     log = read_training_log(run / "stage1" / "log.csv")

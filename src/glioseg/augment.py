@@ -292,8 +292,8 @@ class RandomGamma(_PerSampleIntensity):
         return x.sub_(x_mean.view(shape)).mul_((std / x_std.clamp(min=1e-7)).view(shape)).add_(mean.view(shape))
 
 
-class RandomBrightness(_PerSampleIntensity):
-    """Multiply each channel by a factor from ``factor`` (per channel)."""
+class _PerChannelFactor(_PerSampleIntensity):
+    """Base of transforms driven by one factor per sample and channel, drawn from ``factor``."""
 
     def __init__(self, factor: Sequence[float] = (0.75, 1.25), p: float = 0.15) -> None:
         super().__init__(p)
@@ -301,20 +301,17 @@ class RandomBrightness(_PerSampleIntensity):
 
     def draw(self, n: int, channels: int, g: torch.Generator) -> torch.Tensor:
         return _uniform(n * channels, *self.factor, g).view(n, channels)
+
+
+class RandomBrightness(_PerChannelFactor):
+    """Multiply each channel by a factor from ``factor`` (per channel)."""
 
     def apply(self, image: torch.Tensor, param: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return image * param.to(image.device).view(-1, 1, 1, 1)
 
 
-class RandomContrast(_PerSampleIntensity):
+class RandomContrast(_PerChannelFactor):
     """Scale each channel around its mean by a factor from ``factor``, clipped to its old range."""
-
-    def __init__(self, factor: Sequence[float] = (0.75, 1.25), p: float = 0.15) -> None:
-        super().__init__(p)
-        self.factor = _check_range("factor", factor, 0.0)
-
-    def draw(self, n: int, channels: int, g: torch.Generator) -> torch.Tensor:
-        return _uniform(n * channels, *self.factor, g).view(n, channels)
 
     def apply(self, image: torch.Tensor, param: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         flat = image.flatten(1)
@@ -346,7 +343,7 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     A weighted sum of shifted views: on CPU ~4x faster than ``conv3d``/``conv1d`` with a
     one-channel kernel.
     """
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     weights = (kernel / kernel.sum()).tolist()
@@ -391,7 +388,7 @@ class RandomLowRes(_PerSampleIntensity):
 
     def apply(self, image: torch.Tensor, param: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         shape = image.shape[1:]
-        small = [max(1, int(round(n * float(param)))) for n in shape]
+        small = [max(1, round(n * float(param))) for n in shape]
         low = F.interpolate(image[None], size=small, mode="nearest")
         return F.interpolate(low, size=tuple(shape), mode="trilinear", align_corners=False)[0]
 

@@ -96,8 +96,9 @@ def load_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Op
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling problem: tell the user how to start over
-        raise TrainError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-                         "pass --no-resume to start over") from exc
+        first_line = (str(exc).splitlines() or [""])[0][:120]  # some exceptions carry no message
+        reason = f"{type(exc).__name__}: {first_line}"
+        raise TrainError(f"{path}: cannot read the checkpoint ({reason}); pass --no-resume to start over") from exc
     saved = state.get("stage", {})
     changed = [k for k in INFERENCE_KEYS if k != "val_window" and saved.get(k) != to_dict(stage).get(k)]
     if changed:

@@ -7,9 +7,15 @@ Heavy imports (torch, nibabel, matplotlib) happen inside the commands so that
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
+    from rich.progress import Progress
+
+    from glioseg.io import Case, CaseFiles
+    from glioseg.train import DistInfo
 
 app = typer.Typer(
     name="glioseg",
@@ -20,10 +26,37 @@ app = typer.Typer(
 )
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error in red on stderr and exit non-zero."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+class _CaseBar:
+    """Progress bar over a batch of cases: the last case's status on the right, failures printed above it."""
+
+    def __init__(self, name: str, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn(name), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[last]}", markup=False))
+        self.progress: Progress = Progress(*columns, transient=False)
+        self.task = self.progress.add_task(name, total=total, last="")
+
+    def __enter__(self) -> _CaseBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.progress.stop()
+
+    def advance(self, case_id: str, status: str, error: str | None = None, note: str = "") -> None:
+        """Count one case done (``status`` done, skipped or failed); print its error when it failed."""
+        from rich.markup import escape
+
+        self.progress.update(self.task, advance=1, last=f"{case_id} {status}{note}")
+        if status == "failed":
+            self.progress.console.print(f"[red]failed[/red] {escape(error or '')}")
 
 
 @app.callback()
@@ -39,30 +72,42 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _read_one_case(folder: Path, label_scheme: str | None) -> Case:
+    """Read the only case in ``folder`` (any layout); exit with an error when it holds several or none.
+
+    Raises:
+        DatasetError, CaseError, LabelSchemeError: as :func:`glioseg.io.read_case` (the caller reports them).
+    """
+    from glioseg.discovery import find_cases
+    from glioseg.io import read_case
+
+    cases = find_cases(folder)
+    if len(cases) != 1:
+        fail(f"{folder}: holds {len(cases)} cases; give one case folder")
+    return read_case(cases[0], label_scheme)
+
+
 @app.command()
 def info(
     case: Path = typer.Argument(..., help="A case folder (any layout) or a dataset folder."),
-    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Scheme of the segmentation."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the segmentation."),
 ) -> None:
     """Print modalities, shape, spacing, orientation, intensity ranges and label volumes."""
-    from glioseg.discovery import DatasetError, find_cases
     import numpy as np
 
-    from glioseg.io import MODALITIES, CaseError, read_case
+    from glioseg.discovery import DatasetError
+    from glioseg.io import MODALITIES, CaseError
     from glioseg.labels import CANONICAL_NAMES, LabelSchemeError
 
     try:
-        cases = find_cases(case)
-        if len(cases) != 1:
-            fail(f"{case}: holds {len(cases)} cases; give one case folder")
-        c = read_case(cases[0], label_scheme)
+        c = _read_one_case(case, label_scheme)
     except (DatasetError, CaseError, LabelSchemeError) as exc:
         fail(str(exc))
     geo = c.geometry
     typer.echo(f"case        {c.case_id}  (layout {c.files.layout})")
     typer.echo(f"shape       {geo.shape}  spacing {tuple(round(s, 3) for s in geo.spacing)} mm  "
                f"orientation {''.join(geo.axcodes)}")
-    for ch, mod in zip(c.image, MODALITIES):
+    for ch, mod in zip(c.image, MODALITIES, strict=True):
         typer.echo(f"{mod:<11} {c.files.images[mod].path.name}  range [{ch.min():.1f}, {ch.max():.1f}]  "
                    f"nonzero {(ch != 0).mean() * 100:.1f}%")
     if c.label is not None and c.scheme is not None:
@@ -77,8 +122,8 @@ def info(
 @app.command("import-model")
 def import_model_cmd(
     bundle_zip: Path = typer.Argument(..., help="Zip made by `glioseg export-model`."),
-    models_home: Optional[Path] = typer.Option(None, "--models-home", help="Install folder [~/.glioseg/models]."),
-    name: Optional[str] = typer.Option(None, "--name", help="Install name [the manifest's name]."),
+    models_home: Path | None = typer.Option(None, "--models-home", help="Install folder [~/.glioseg/models]."),
+    name: str | None = typer.Option(None, "--name", help="Install name [the manifest's name]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an installed model of that name."),
 ) -> None:
     """Install a model bundle safely (sha256 verified, no paths outside the target, no pickle)."""
@@ -115,7 +160,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
         sizes *= 3
     if len(sizes) != 3:
         fail(f"--shape {text!r}: give one size (48) or three (48,48,40)")
-    return tuple(sizes)  # type: ignore[return-value]
+    return sizes[0], sizes[1], sizes[2]
 
 
 @app.command()
@@ -123,8 +168,8 @@ def synth(
     out: Path = typer.Argument(..., help="Dataset folder to write."),
     cases: int = typer.Option(4, "--cases", min=1, help="Number of cases."),
     layout: str = typer.Option("brats2017", "--layout", help="brats2017, brats2023, msd or nnunet."),
-    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Scheme of the written "
-                                               "segmentations (default: the layout's)."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the written "
+                                            "segmentations (default: the layout's)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same dataset."),
     shape: str = typer.Option("48", "--shape", help="Volume size: 48 or 48,48,40."),
     nested: bool = typer.Option(False, "--nested", help="brats2017: HGG/ and LGG/ subfolders."),
@@ -145,15 +190,12 @@ def synth(
 def preprocess(
     dataset: Path = typer.Argument(..., help="Dataset folder (any supported layout)."),
     out: Path = typer.Argument(..., help="Output folder for the preprocessed cases."),
-    spacing: Optional[float] = typer.Option(None, "--spacing", help="Isotropic target spacing in mm [keep]."),
+    spacing: float | None = typer.Option(None, "--spacing", help="Isotropic target spacing in mm [keep]."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes."),
-    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Scheme of the segmentations [detect]."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the segmentations [detect]."),
     force: bool = typer.Option(False, "--force", help="Redo cases that are already up to date."),
 ) -> None:
     """Crop to the brain, z-score each modality in the brain, optionally resample; cache as .npy."""
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from glioseg.discovery import DatasetError, find_cases
     from glioseg.preprocess import preprocess_dataset
     from glioseg.runtime import tune_allocator
@@ -163,17 +205,9 @@ def preprocess(
         cases = find_cases(dataset)
     except DatasetError as exc:
         fail(str(exc))
-    columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[last]}", markup=False))
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("preprocess", total=len(cases), last="")
-
-        def advance(r) -> None:  # noqa: ANN001
-            progress.update(task, advance=1, last=f"{r.case_id} {r.status}")
-            if r.status == "failed":
-                progress.console.print(f"[red]failed[/red] {escape(r.error or '')}")
-
-        result = preprocess_dataset(cases, out, spacing, workers, label_scheme, force, advance)
+    with _CaseBar("preprocess", len(cases)) as bar:
+        result = preprocess_dataset(cases, out, spacing, workers, label_scheme, force,
+                                    lambda r: bar.advance(r.case_id, r.status, r.error))
     counts = {s: sum(r.status == s for r in result.results) for s in ("done", "skipped", "failed")}
     typer.echo(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed -> {out}")
     if result.failed:
@@ -185,10 +219,10 @@ def split(
     preprocessed: Path = typer.Argument(..., help="Preprocessed dataset folder."),
     folds: int = typer.Option(5, "--folds", help="Folds (1 = a single train/val split)."),
     seed: int = typer.Option(0, "--seed", help="Shuffling seed."),
-    mapping: Optional[Path] = typer.Option(None, "--mapping", help="ID-mapping CSV (one patient per row)."),
-    grades: Optional[Path] = typer.Option(None, "--grades", help="Grade CSV (ID column + Grade) to stratify."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="ID-mapping CSV (one patient per row)."),
+    grades: Path | None = typer.Option(None, "--grades", help="Grade CSV (ID column + Grade) to stratify."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Val share when --folds 1."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output [PREPROCESSED/splits.json]."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Output [PREPROCESSED/splits.json]."),
 ) -> None:
     """Make k-fold / train-val splits that never put one patient on both sides."""
     from glioseg.preprocess import PreprocessError, list_preprocessed
@@ -208,11 +242,11 @@ def split(
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predictions <ID>.nii.gz (or <ID>_seg / <ID>-seg)."),
     gt: Path = typer.Option(..., "--gt", help="Dataset folder with the ground-truth segmentations."),
-    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Scheme of the ground truths."),
-    pred_label_scheme: Optional[str] = typer.Option(
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the ground truths."),
+    pred_label_scheme: str | None = typer.Option(
         None, "--pred-label-scheme", help="Scheme of the predictions (default: detected, preferring the GT's)."),
     lesion_wise: bool = typer.Option(False, "--lesion-wise", help="Also BraTS 2023 lesion-wise Dice/HD95."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Report folder (default PRED/evaluation)."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Report folder (default PRED/evaluation)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring cases in parallel."),
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Embed best/median/worst pictures."),
 ) -> None:
@@ -253,24 +287,21 @@ def evaluate(
 @app.command()
 def show(
     case: Path = typer.Argument(..., help="A case folder (any layout)."),
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted label map of this case."),
+    pred: Path | None = typer.Option(None, "--pred", help="Predicted label map of this case."),
     out: Path = typer.Option(..., "-o", "--out", help="Output .png file, or a folder for <ID>.png."),
     gif: bool = typer.Option(False, "--gif", help="Also write an axial slice-sweep GIF next to the PNG."),
-    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Scheme of the ground truth."),
-    pred_label_scheme: Optional[str] = typer.Option(None, "--pred-label-scheme", help="Scheme of the prediction."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the ground truth."),
+    pred_label_scheme: str | None = typer.Option(None, "--pred-label-scheme", help="Scheme of the prediction."),
 ) -> None:
     """Picture of a case: ground truth and prediction on FLAIR and T1ce, three planes."""
-    from glioseg.discovery import DatasetError, find_cases
+    from glioseg.discovery import DatasetError
     from glioseg.evaluation import read_label_file
-    from glioseg.io import CaseError, read_case
+    from glioseg.io import CaseError
     from glioseg.labels import LabelSchemeError
     from glioseg.viz import case_figure, save_figure, save_gif, sweep_frames
 
     try:
-        cases = find_cases(case)
-        if len(cases) != 1:
-            fail(f"{case}: holds {len(cases)} cases; give one case folder")
-        c = read_case(cases[0], label_scheme)
+        c = _read_one_case(case, label_scheme)
         labels = None
         if pred is not None:
             raw, geo, _ = read_label_file(pred, c.case_id, pred_label_scheme,
@@ -291,7 +322,7 @@ def show(
 @app.command("plot-curves")
 def plot_curves(
     run_dir: Path = typer.Argument(..., help="Run directory (CSV logs found inside) or one CSV log."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="PNG path (default RUN_DIR/curves.png)."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="PNG path (default RUN_DIR/curves.png)."),
 ) -> None:
     """Plot training curves (loss, validation Dice per region, learning rate) from CSV logs."""
     from glioseg.viz import CurveLogError, plot_training_curves
@@ -305,11 +336,11 @@ def plot_curves(
 @app.command()
 def check(
     dataset: Path = typer.Argument(..., help="Dataset folder (any layout) or one case folder."),
-    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Scheme of the "
-                                               "segmentations (detected when omitted)."),
-    json_report: Optional[Path] = typer.Option(None, "--json", help="Also write a JSON report here."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Force a layout: brats2017, "
-                                         "brats2023, msd or nnunet."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the "
+                                            "segmentations (detected when omitted)."),
+    json_report: Path | None = typer.Option(None, "--json", help="Also write a JSON report here."),
+    layout: str | None = typer.Option(None, "--layout", help="Force a layout: brats2017, "
+                                      "brats2023, msd or nnunet."),
     workers: int = typer.Option(1, "--workers", min=1, help="Cases read in parallel."),
 ) -> None:
     """Check every case's files (modalities, dimensions, geometry, values, labels); exit 1 if any fails."""
@@ -332,42 +363,39 @@ def check(
 
 
 
-def _parse_folds(text: Optional[str]) -> Optional[list[int]]:
+def _parse_folds(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
         return [int(f) for f in text.replace(" ", "").split(",") if f]
     except ValueError:
         fail(f"--folds {text!r}: give fold numbers separated by commas, e.g. --folds 0,1,2")
-    return None
 
 
-def _predict_inputs(input_: Optional[Path], t1: Optional[Path], t1ce: Optional[Path], t2: Optional[Path],
-                    flair: Optional[Path]) -> list:
+def _predict_inputs(input_: Path | None, t1: Path | None, t1ce: Path | None, t2: Path | None,
+                    flair: Path | None) -> list[CaseFiles]:
     """Cases from -i (case or dataset folder) or from the four files given one by one."""
     from glioseg.discovery import DatasetError, case_from_files, find_cases
 
-    files = (t1, t1ce, t2, flair)
-    if any(f is not None for f in files):
-        if input_ is not None or any(f is None for f in files):
+    if any(f is not None for f in (t1, t1ce, t2, flair)):
+        if input_ is not None or t1 is None or t1ce is None or t2 is None or flair is None:
             fail("give either -i INPUT or all four of --t1 --t1ce --t2 --flair")
-        return [case_from_files(t1, t1ce, t2, flair)]  # type: ignore[arg-type]
+        return [case_from_files(t1, t1ce, t2, flair)]
     if input_ is None:
         fail("no input: give -i CASE_OR_DATASET_FOLDER, or --t1 --t1ce --t2 --flair")
     try:
-        return find_cases(input_)  # type: ignore[arg-type]
+        return find_cases(input_)
     except DatasetError as exc:
         fail(str(exc))
-    return []
 
 
 @app.command()
 def predict(
-    input_: Optional[Path] = typer.Option(None, "-i", "--input", help="A case folder or a dataset folder (any layout)."),
+    input_: Path | None = typer.Option(None, "-i", "--input", help="A case folder or a dataset folder (any layout)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <ID>.nii.gz per case."),
-    model: Optional[str] = typer.Option(None, "-m", "--model", help="Run directory, bundle, or installed model name "
-                                        "[shipped default model]."),
-    folds: Optional[str] = typer.Option(None, "--folds", help="Folds to ensemble, e.g. 0,1,2 [all]."),
+    model: str | None = typer.Option(None, "-m", "--model", help="Run directory, bundle, or installed model name "
+                                     "[shipped default model]."),
+    folds: str | None = typer.Option(None, "--folds", help="Folds to ensemble, e.g. 0,1,2 [all]."),
     tta: str = typer.Option("none", "--tta", help="Mirroring test-time augmentation: none, all (8 flips) or N."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("bf16", "--precision", help="bf16, fp16 (CUDA) or fp32."),
@@ -381,22 +409,20 @@ def predict(
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
                                             help="Also write OUT/probabilities/<ID>_<region>.nii.gz."),
     mc_dropout: int = typer.Option(0, "--mc-dropout", min=0, help="MC-dropout samples; writes OUT/uncertainty/."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads [one per core]; 1 is "
-                                          "faster on a machine busy with other jobs."),
-    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Scheme of the written labels "
-                                               "[the dataset's, else brats2017]."),
-    t1: Optional[Path] = typer.Option(None, "--t1", help="T1 file (with --t1ce --t2 --flair)."),
-    t1ce: Optional[Path] = typer.Option(None, "--t1ce", help="T1ce file."),
-    t2: Optional[Path] = typer.Option(None, "--t2", help="T2 file."),
-    flair: Optional[Path] = typer.Option(None, "--flair", help="FLAIR file."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads [one per core]; 1 is "
+                                       "faster on a machine busy with other jobs."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the written labels "
+                                            "[the dataset's, else brats2017]."),
+    t1: Path | None = typer.Option(None, "--t1", help="T1 file (with --t1ce --t2 --flair)."),
+    t1ce: Path | None = typer.Option(None, "--t1ce", help="T1ce file."),
+    t2: Path | None = typer.Option(None, "--t2", help="T2 file."),
+    flair: Path | None = typer.Option(None, "--flair", help="FLAIR file."),
 ) -> None:
     """Segment cases with a trained model; write <OUT>/<ID>.nii.gz in each input's geometry."""
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from glioseg.batch import manifest_path, predict_dataset, select_shard
     from glioseg.labels import LabelSchemeError, get_scheme
     from glioseg.models import BundleError, resolve_model
-    from glioseg.predictor import Predictor, manifest_path, predict_dataset, select_shard
+    from glioseg.predictor import Predictor
     from glioseg.runtime import tune_allocator
     from glioseg.train import TrainError
 
@@ -416,18 +442,10 @@ def predict(
     except (BundleError, FileNotFoundError, ValueError, LabelSchemeError, TrainError) as exc:
         fail(str(exc))
     manifest = manifest_path(out, num_shards, shard_id)
-    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[last]}", markup=False))
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("predict", total=len(cases), last="")
-
-        def advance(r) -> None:  # noqa: ANN001
-            progress.update(task, advance=1, last=f"{r.case_id} {r.status} {r.seconds:.1f}s")
-            if r.status == "failed":
-                progress.console.print(f"[red]failed[/red] {escape(r.error or '')}")
-
+    with _CaseBar("predict", len(cases)) as bar:
         results = predict_dataset(predictor, cases, out, label_scheme=label_scheme, skip_existing=skip_existing,
-                                  save_probabilities=save_probabilities, manifest=manifest, on_result=advance)
+                                  save_probabilities=save_probabilities, manifest=manifest,
+                                  on_result=lambda r: bar.advance(r.case_id, r.status, r.error, f" {r.seconds:.1f}s"))
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     typer.echo(f"{counts['done']} predicted, {counts['skipped']} skipped, {counts['failed']} failed -> {out} "
                f"(manifest {manifest})")
@@ -436,7 +454,7 @@ def predict(
         fail(f"{len(failed)} case(s) failed: {', '.join(failed)}; see {manifest}")
 
 
-def _torchrun_membership():  # noqa: ANN202  (returns glioseg.train.DistInfo)
+def _torchrun_membership() -> DistInfo:
     """Process-group membership from torchrun's RANK / WORLD_SIZE / LOCAL_RANK (single process without)."""
     import os
 
@@ -450,22 +468,23 @@ def _torchrun_membership():  # noqa: ANN202  (returns glioseg.train.DistInfo)
 
 @app.command()
 def train(
-    preprocessed: Path = typer.Argument(..., help="Preprocessed dataset at the stage's spacing (`glioseg preprocess`)."),
+    preprocessed: Path = typer.Argument(
+        ..., help="Preprocessed dataset at the stage's spacing (`glioseg preprocess`)."),
     run_dir: Path = typer.Argument(..., help="Run directory (created; resumed when it holds a checkpoint)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="isensee2017 (GPU) or cpu [the run's, else isensee2017]."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML overriding the preset."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Stage to train (cpu preset: low, high) [first]."),
-    fold: Optional[int] = typer.Option(None, "--fold", min=0, help="Cross-validation fold to train."),
+    preset: str | None = typer.Option(None, "--preset", help="isensee2017 (GPU) or cpu [the run's, else isensee2017]."),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML overriding the preset."),
+    stage: str | None = typer.Option(None, "--stage", help="Stage to train (cpu preset: low, high) [first]."),
+    fold: int | None = typer.Option(None, "--fold", min=0, help="Cross-validation fold to train."),
     all_folds: bool = typer.Option(False, "--all-folds", help="Train every fold into RUN/fold_<k>/."),
-    splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json [RUN's, PREPROCESSED's, or new]."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the stage's epochs."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Override iterations per epoch."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16, fp16 (CUDA)."),
+    splits: Path | None = typer.Option(None, "--splits", help="splits.json [RUN's, PREPROCESSED's, or new]."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the stage's epochs."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override iterations per epoch."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16, fp16 (CUDA)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the stage's checkpoint."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Base seed."),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
-                                                 help="Best-effort deterministic kernels."),
+    seed: int | None = typer.Option(None, "--seed", help="Base seed."),
+    deterministic: bool | None = typer.Option(None, "--deterministic/--no-deterministic",
+                                              help="Best-effort deterministic kernels."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train one stage of a 3D U-Net (resumable; runs under torchrun for DDP)."""
@@ -489,11 +508,12 @@ def train(
                    if v is not None}
         if changes:
             config = config.with_stage(name, **changes)
-        top = {k: v for k, v in (("device", device), ("seed", seed), ("deterministic", deterministic))
-               if v is not None}
+        top: dict[str, Any] = {k: v for k, v in (("device", device), ("seed", seed), ("deterministic", deterministic))
+                               if v is not None}
         config = dataclasses.replace(config, **top) if top else config
         initialised = init_distributed(dist, config.device)
-        kwargs = {"splits_path": splits, "resume": resume, "dist": dist, "show_progress": progress and dist.is_main}
+        kwargs: dict[str, Any] = {"splits_path": splits, "resume": resume, "dist": dist,
+                                  "show_progress": progress and dist.is_main}
         if all_folds:
             results = fit_all_folds(config, preprocessed, run_dir, name, **kwargs)
         else:
@@ -516,7 +536,7 @@ def train(
 def tune_postprocess_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory (or folder of fold_<k> runs)."),
     preprocessed: Path = typer.Argument(..., help="Preprocessed dataset at the full-resolution stage's spacing."),
-    splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json [the runs' recorded splits]."),
+    splits: Path | None = typer.Option(None, "--splits", help="splits.json [the runs' recorded splits]."),
     thresholds: bool = typer.Option(False, "--thresholds/--no-thresholds", help="Also tune the WT/TC/ET thresholds."),
     candidates: str = typer.Option("0,10,25,50,100,200,300,500,750,1000,1500", "--candidates",
                                    help="Small-ET thresholds (voxels) to try."),
@@ -525,11 +545,11 @@ def tune_postprocess_cmd(
 ) -> None:
     """Choose the small-ET rule (and thresholds) on validation folds; write RUN_DIR/postprocess.json."""
     from glioseg.postprocess import save_postprocess, tune_postprocess
-    from glioseg.predictor import validation_probabilities
     from glioseg.preprocess import PreprocessError
     from glioseg.runtime import tune_allocator
     from glioseg.splits import SplitError
     from glioseg.train import TrainError
+    from glioseg.tuning import validation_probabilities
 
     tune_allocator()
     try:
@@ -545,8 +565,8 @@ def tune_postprocess_cmd(
         fail(str(exc))
     path = save_postprocess(result.config, run_dir, {"tuning": result.to_dict()})
     names = ("WT", "TC", "ET")
-    base = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.baseline_dice))
-    tuned = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.mean_dice))
+    base = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.baseline_dice, strict=True))
+    tuned = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.mean_dice, strict=True))
     typer.echo(f"{result.n_cases} validation cases; default Dice {base}")
     typer.echo(f"min_et_voxels {result.config.min_et_voxels}, thresholds {result.config.thresholds}: Dice {tuned}")
     typer.echo(f"wrote {path}")

@@ -150,7 +150,8 @@ class StageConfig:
         _require(self.target in TARGETS, f"stage {self.name}: target {self.target!r}: choose one of {list(TARGETS)}")
         _require(self.epochs >= 1 and self.iterations >= 1 and self.val_every >= 1,
                  f"stage {self.name}: epochs, iterations and val_every must be >= 1")
-        _require(self.precision in PRECISIONS, f"stage {self.name}: precision {self.precision!r}: choose one of {list(PRECISIONS)}")
+        _require(self.precision in PRECISIONS,
+                 f"stage {self.name}: precision {self.precision!r}: choose one of {list(PRECISIONS)}")
         _require(self.name.isidentifier(), f"stage name {self.name!r} must be a simple identifier (folder name)")
 
 

@@ -15,16 +15,18 @@ volume. Class voxel coordinates come from ``fg.npz`` written by :mod:`glioseg.pr
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from glioseg.augment import Compose, resample_with_grid, seed_generator
+from glioseg.augment import Compose, RandomSpatial, resample_with_grid, seed_generator
 from glioseg.io import atomic_write
 from glioseg.preprocess import PreprocessedCase, PreprocessError, foreground_locations, load_preprocessed, read_meta
 
@@ -50,14 +52,15 @@ def crop_with_padding(array: np.ndarray, start: Sequence[int], size: Sequence[in
     """
     shape = array.shape[-3:]
     out = np.zeros((*array.shape[:-3], *size), dtype=array.dtype)
-    src, dst = [], []
+    src: list[EllipsisType | slice] = [Ellipsis]
+    dst: list[EllipsisType | slice] = [Ellipsis]
     for s0, n, full in zip(start, size, shape, strict=True):
         a, b = max(s0, 0), min(s0 + n, full)
         if b <= a:
             return out
         src.append(slice(a, b))
         dst.append(slice(a - s0, b - s0))
-    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
+    out[tuple(dst)] = array[tuple(src)]
     return out
 
 
@@ -72,10 +75,8 @@ def load_fg_locations(root: Path | str, case: PreprocessedCase) -> dict[int, np.
         if case.label is None:
             return {}
         locations = foreground_locations(np.asarray(case.label))
-        try:
-            atomic_write(path, lambda tmp: np.savez(tmp, **locations))
-        except OSError:  # read-only dataset: keep them in memory only
-            pass
+        with contextlib.suppress(OSError):  # read-only dataset: keep them in memory only
+            atomic_write(path, lambda tmp: np.savez(tmp, allow_pickle=False, **locations))
         return {int(k): v for k, v in locations.items()}
     with np.load(path) as data:
         return {int(k): data[k] for k in data.files}
@@ -123,7 +124,10 @@ class PatchDataset(Dataset):
                            else _patch_tuple(patch_size))
         self.fg_fraction = float(fg_fraction)
         self.augment = augment
-        self.spatial, self.rest = (augment.split_spatial() if isinstance(augment, Compose) else (None, augment))
+        self.spatial: RandomSpatial | None = None
+        self.rest: Any = augment
+        if isinstance(augment, Compose):
+            self.spatial, self.rest = augment.split_spatial()
         self.seed, self.length, self.epoch = int(seed), int(length), 0
         self._cache: dict[str, tuple[PreprocessedCase, dict[int, np.ndarray]]] = {}
 
@@ -175,8 +179,10 @@ class PatchDataset(Dataset):
                  g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Cut (or, with a spatial augmentation, resample) the patch around ``centre``."""
         start = [c - p // 2 for c, p in zip(centre, self.patch_size, strict=True)]
-        grid = self.spatial.draw(1, self.patch_size, g)[0] if self.spatial is not None else None
-        if grid is None:
+        assert case.label is not None  # internal invariant: __init__ rejects unlabelled cases
+        spatial = self.spatial
+        grid = spatial.draw(1, self.patch_size, g)[0] if spatial is not None else None
+        if spatial is None or grid is None:
             return (torch.from_numpy(crop_with_padding(case.image, start, self.patch_size)),
                     torch.from_numpy(crop_with_padding(case.label, start, self.patch_size)))
         # the undeformed grid lands exactly on the voxels of the plain crop
@@ -189,12 +195,14 @@ class PatchDataset(Dataset):
         size = [max(b - a, 1) for a, b in zip(lo, hi, strict=True)]
         image = torch.from_numpy(crop_with_padding(case.image, lo, size))
         label = torch.from_numpy(crop_with_padding(case.label, lo, size))
-        return resample_with_grid(image, label, coords - torch.tensor(lo, dtype=coords.dtype),
-                                  self.spatial.label_mode, self.spatial.num_label_classes)  # type: ignore[return-value]
+        image, resampled = resample_with_grid(image, label, coords - torch.tensor(lo, dtype=coords.dtype),
+                                              spatial.label_mode, spatial.num_label_classes)
+        assert resampled is not None  # a label in, a label out
+        return image, resampled
 
 
 def _patch_tuple(patch_size: Any) -> tuple[int, int, int]:
     size = (int(patch_size),) * 3 if isinstance(patch_size, int | np.integer) else tuple(int(p) for p in patch_size)
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"patch_size must be 3 positive ints, one int, None or 'whole'; got {patch_size!r}")
-    return size  # type: ignore[return-value]
+    return size

@@ -87,7 +87,7 @@ def _find_brats(root: Path, layout: str | None = None) -> tuple[str, list[CaseFi
     candidates = [(name, sep, suffixes) for name, sep, suffixes in
                   (("brats2023", "-", BRATS2023_SUFFIX), ("brats2017", "_", BRATS2017_SUFFIX))
                   if layout in (None, name)]
-    folders = [root] + sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))
+    folders = [root, *sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))]
     for folder in folders:
         for name, sep, suffixes in candidates:
             cases = _match_brats_folder(folder, sep, suffixes)

@@ -96,7 +96,8 @@ class EvaluationResult:
         return bool(self.missing or self.errors)
 
 
-def find_predictions(pred_dir: Path | str, case_ids: Sequence[str]) -> tuple[dict[str, Path], dict[str, str], list[str]]:
+def find_predictions(pred_dir: Path | str,
+                     case_ids: Sequence[str]) -> tuple[dict[str, Path], dict[str, str], list[str]]:
     """Pair prediction files with case IDs.
 
     Args:
@@ -112,7 +113,8 @@ def find_predictions(pred_dir: Path | str, case_ids: Sequence[str]) -> tuple[dic
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
-        raise FileNotFoundError(f"{pred_dir}: prediction folder not found; give the folder that holds <ID>.nii.gz files")
+        raise FileNotFoundError(f"{pred_dir}: prediction folder not found; "
+                                "give the folder that holds <ID>.nii.gz files")
     wanted = set(case_ids)
     claims: dict[str, list[Path]] = {}
     unmatched = []
@@ -289,7 +291,8 @@ def result_to_json(result: EvaluationResult) -> dict:
 def write_cases_csv(result: EvaluationResult, path: Path | str) -> Path:
     """Per-case CSV (one row per case, columns ``<metric>_<region>``), written atomically."""
     rows = [c.to_row() for c in result.cases]
-    columns = list(rows[0]) if rows else ["case_id", "status"] + [f"{m}_{r.value}" for m in REGION_METRICS for r in REGIONS]
+    region_columns = [f"{m}_{r.value}" for m in REGION_METRICS for r in REGIONS]
+    columns = list(rows[0]) if rows else ["case_id", "status", *region_columns]
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:

@@ -122,7 +122,7 @@ def tile_starts(size: int, window: int, overlap: float) -> list[int]:
 
 
 def _pad_amounts(shape: Sequence[int], target: Sequence[int]) -> list[tuple[int, int]]:
-    return [((t - s) // 2, (t - s) - (t - s) // 2) if t > s else (0, 0) for s, t in zip(shape, target)]
+    return [((t - s) // 2, (t - s) - (t - s) // 2) if t > s else (0, 0) for s, t in zip(shape, target, strict=True)]
 
 
 def _pad(image: torch.Tensor, pads: list[tuple[int, int]]) -> torch.Tensor:
@@ -218,18 +218,18 @@ def _stitch(image: torch.Tensor, fn: TileFn, window: tuple[int, ...], overlap: f
             divisor: int, device: torch.device, sigma_scale: float, out_dev: torch.device) -> torch.Tensor:
     shape = tuple(image.shape[1:])
     fitted = tuple(math.ceil(s / divisor) * divisor for s in shape)
-    if all(f <= w for f, w in zip(fitted, window)):
+    if all(f <= w for f, w in zip(fitted, window, strict=True)):
         return _whole_volume(image, fn, fitted, device, out_dev)
     pads = _pad_amounts(shape, window)
     padded = _pad(image, pads)
     full = tuple(padded.shape[1:])
-    starts = list(itertools.product(*(tile_starts(s, w, overlap) for s, w in zip(full, window))))
+    starts = list(itertools.product(*(tile_starts(s, w, overlap) for s, w in zip(full, window, strict=True))))
     gauss = gaussian_importance(window, sigma_scale, out_dev)
     out: torch.Tensor | None = None
     weight = torch.zeros(full, dtype=torch.float32, device=out_dev)
     for i in range(0, len(starts), tile_batch):
         chunk = starts[i:i + tile_batch]
-        slices = [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in chunk]
+        slices = [tuple(slice(s, s + w) for s, w in zip(start, window, strict=True)) for start in chunk]
         with single_threaded(device.type == "cpu"):
             tiles = torch.stack([padded[(slice(None), *sl)] for sl in slices]).to(device, non_blocking=True)
         pred = fn(tiles)
@@ -242,8 +242,7 @@ def _stitch(image: torch.Tensor, fn: TileFn, window: tuple[int, ...], overlap: f
                 weight[sl].add_(gauss)
     assert out is not None  # at least one tile always exists
     out.div_(weight)
-    crop = tuple(slice(a, a + s) for (a, _), s in zip(pads, shape))
-    return out[(slice(None), *crop)].contiguous() if any(a or b for a, b in pads) else out
+    return _unpad(out, pads, shape)
 
 
 def _whole_volume(image: torch.Tensor, fn: TileFn, fitted: tuple[int, ...], device: torch.device,
@@ -251,11 +250,15 @@ def _whole_volume(image: torch.Tensor, fn: TileFn, fitted: tuple[int, ...], devi
     shape = tuple(image.shape[1:])
     pads = _pad_amounts(shape, fitted)
     x = _pad(image, pads)[None].to(device, non_blocking=True)
-    pred = fn(x)[0].to(out_dev, torch.float32)
+    return _unpad(fn(x)[0].to(out_dev, torch.float32), pads, shape)
+
+
+def _unpad(volume: torch.Tensor, pads: Sequence[tuple[int, int]], shape: Sequence[int]) -> torch.Tensor:
+    """Undo :func:`_pad`: crop ``(C, *padded)`` back to ``(C, *shape)`` (no copy without padding)."""
     if not any(a or b for a, b in pads):
-        return pred
-    crop = tuple(slice(a, a + s) for (a, _), s in zip(pads, shape))
-    return pred[(slice(None), *crop)].contiguous()
+        return volume
+    crop = tuple(slice(a, a + s) for (a, _), s in zip(pads, shape, strict=True))
+    return volume[(slice(None), *crop)].contiguous()
 
 
 @contextlib.contextmanager

@@ -54,6 +54,12 @@ class CaseError(Exception):
         super().__init__(f"case {case_id}{where}: {message}")
 
 
+def failure_message(case_id: str, exc: BaseException) -> str:
+    """One line for a batch report: the exception's message, prefixed with the case when it does not name it."""
+    message = str(exc)
+    return message if case_id in message else f"case {case_id}: {type(exc).__name__}: {message}"
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """One modality on disk: a 3-D file, or one volume of a 4-D file (MSD, nnU-Net stacks)."""
@@ -148,7 +154,7 @@ class Geometry:
     @property
     def axcodes(self) -> tuple[str, str, str]:
         """On-disk axis codes, e.g. ``('L', 'P', 'S')``."""
-        return tuple(aff2axcodes(self.affine))  # type: ignore[return-value]
+        return tuple(aff2axcodes(self.affine))
 
     def to_canonical(self, array: np.ndarray) -> np.ndarray:
         """On-disk array ``(I, J, K)`` -> canonical ``(X, Y, Z)`` (contiguous copy)."""
@@ -202,7 +208,7 @@ def load_nifti(path: Path, case_id: str) -> nib.Nifti1Image:
         raise CaseError(case_id, f"not a readable NIfTI file ({exc}); re-export it as .nii/.nii.gz", path) from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise CaseError(case_id, f"expected NIfTI, got {type(img).__name__}; convert to .nii.gz", path)
-    return img  # type: ignore[return-value]
+    return img
 
 
 def read_array(img: nib.Nifti1Image, path: Path, case_id: str, volume: int | None = None,
@@ -243,10 +249,8 @@ def _read_label(files: CaseFiles, reference: Geometry) -> tuple[np.ndarray, Geom
     assert files.label is not None  # internal invariant: only called with a label file
     img = load_nifti(files.label, files.case_id)
     raw = read_array(img, files.label, files.case_id, dtype=None)  # type: ignore[arg-type]
-    if raw.dtype.kind == "f":
-        if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
-            raise CaseError(files.case_id, "segmentation holds non-integer values; expected integer labels",
-                            files.label)
+    if raw.dtype.kind == "f" and not (np.isfinite(raw).all() and np.array_equal(raw, np.round(raw))):
+        raise CaseError(files.case_id, "segmentation holds non-integer values; expected integer labels", files.label)
     return raw, image_geometry(img, files.label, files.case_id)
 
 

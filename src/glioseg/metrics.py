@@ -243,10 +243,8 @@ def sensitivity_specificity(pred: np.ndarray, gt: np.ndarray) -> tuple[float, fl
 
 
 def _sens_spec(tp: int, fp: int, fn: int, tn: int) -> tuple[float, float]:
-    if tp + fn == 0:
-        sens = 1.0 if fp == 0 else 0.0
-    else:
-        sens = tp / (tp + fn)
+    no_positives = 1.0 if fp == 0 else 0.0  # nothing to find: perfect unless something was found
+    sens = no_positives if tp + fn == 0 else tp / (tp + fn)
     spec = 1.0 if tn + fp == 0 else tn / (tn + fp)
     return sens, spec
 

@@ -224,10 +224,10 @@ def resolve_model(spec: Path | str | None, models_home: Path | str | None = None
         models_home: where installed models live (default :func:`default_models_home`).
 
     Returns:
-        The folder. Bundles (folders with a manifest) are verified here.
+        The folder. Bundles are verified when loaded (:func:`glioseg.train.load_run`).
 
     Raises:
-        BundleError: nothing found, or a bundle fails verification.
+        BundleError: nothing found.
     """
     if spec is None:
         folder = default_model_dir()
@@ -242,8 +242,6 @@ def resolve_model(spec: Path | str | None, models_home: Path | str | None = None
             if not candidate.is_dir():
                 raise BundleError(f"model {spec!r}: no such folder, and no installed model of that name in {home}")
             folder = candidate
-    if (folder / MANIFEST).is_file():
-        verify_bundle(folder)
     return folder
 
 

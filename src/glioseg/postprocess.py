@@ -230,7 +230,8 @@ def _mean_dice(cases: Sequence[tuple[np.ndarray, np.ndarray]], target: str, conf
     return np.mean(scores, axis=0)
 
 
-def _tune_thresholds(cases: Sequence[tuple[np.ndarray, np.ndarray]], grid: Sequence[float]) -> tuple[float, float, float]:
+def _tune_thresholds(cases: Sequence[tuple[np.ndarray, np.ndarray]],
+                     grid: Sequence[float]) -> tuple[float, float, float]:
     """Coordinate ascent over the three region thresholds (WT, then TC, then ET)."""
     best = PostprocessConfig()
     best_score = float(_mean_dice(cases, "regions", best).mean())

@@ -13,6 +13,9 @@ stage) and turns a :class:`glioseg.io.Case` into canonical labels on the case's 
 whole brain; the high-resolution stage runs only on the bounding box of the predicted whole
 tumour plus a margin, and the low-resolution probabilities (trilinearly upsampled) are kept
 outside that box. Without a tumour in the low-resolution result, that result is the output.
+
+Many cases at once (shards, manifest): :mod:`glioseg.batch`; validation probabilities for
+tuning the post-processing: :mod:`glioseg.tuning`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from glioseg.postprocess import (
     postprocess_probabilities,
     restore_probabilities,
 )
+from glioseg.preprocess import preprocess_case, restore_to_case_grid
+from glioseg.rundir import load_run
+from glioseg.runtime import select_device
 
 LOW, HIGH = "low", "high"
 DEFAULT_MARGIN_MM = 16.0
@@ -137,8 +143,6 @@ class Predictor:
                  margin_mm: float = DEFAULT_MARGIN_MM, overlap: float = 0.5, tile_batch: int = 1,
                  mc_samples: int = 0, postprocess: PostprocessConfig | None = None,
                  channels_last: bool = False, label_scheme: str | None = None) -> None:
-        from glioseg.runtime import select_device
-
         if not stages:
             raise ValueError("the model has no stage to predict with")
         if len({s.target for s in stages.values()}) != 1:
@@ -183,11 +187,9 @@ class Predictor:
 
         Raises:
             FileNotFoundError: no run (or a requested fold) in the folder.
-            glioseg.train.TrainError: missing files or weights that do not fit the config.
+            glioseg.checkpoint.TrainError: missing files or weights that do not fit the config.
             ValueError: the runs of an ensemble disagree.
         """
-        from glioseg.train import load_run
-
         runs = list(run) if isinstance(run, list | tuple) else [run]
         bundles: list[Any] = []
         tuned: Path | None = None
@@ -270,8 +272,6 @@ class Predictor:
     def _predict_stage(self, case: Case, stage: Stage, timer: _Timer,
                        key: str) -> tuple[np.ndarray, np.ndarray | None]:
         """Whole-brain prediction of one stage, pasted back into the case grid."""
-        from glioseg.preprocess import preprocess_case
-
         t = time.perf_counter()
         pc = preprocess_case(case, stage.spacing_mm)
         t = timer.add("preprocess", t)
@@ -281,9 +281,8 @@ class Predictor:
         timer.add("restore", t)
         return _split_extra(probs_case, unc is not None)
 
-    def _predict_cascade(self, case: Case, timer: _Timer) -> tuple[np.ndarray, np.ndarray | None, list[str], Box | None]:
-        from glioseg.preprocess import preprocess_case
-
+    def _predict_cascade(self, case: Case,
+                         timer: _Timer) -> tuple[np.ndarray, np.ndarray | None, list[str], Box | None]:
         probs, unc = self._predict_stage(case, self.stages[LOW], timer, LOW)
         box = tumour_box(probs, self.target, self.postprocess.thresholds[0],
                          self.margin_mm, case.geometry.canonical_spacing)
@@ -388,11 +387,9 @@ def paste_box(case_probs: np.ndarray, box_probs: np.ndarray, sub: Box, meta: dic
     Returns:
         ``case_probs``, updated.
     """
-    from glioseg.preprocess import restore_to_case_grid
-
     shape = tuple(meta["shape"])
     if shape == tuple(meta["cropped_shape"]):
-        sl = tuple(slice(b0 + a, b0 + b) for (a, b), (b0, _) in zip(sub, meta["bbox"]))
+        sl = tuple(slice(b0 + a, b0 + b) for (a, b), (b0, _) in zip(sub, meta["bbox"], strict=True))
         case_probs[(slice(None), *sl)] = box_probs
         return case_probs
     grid = np.zeros((box_probs.shape[0] + 1, *shape), dtype=np.float32)
@@ -454,216 +451,3 @@ def stages_from_bundles(bundles: Sequence[Any]) -> dict[str, Stage]:
                                  "target; ensemble only runs trained with the same settings")
             s.models.append(sm.model)
     return stages
-
-
-# ---------------------------------------------------------------------- batches of cases
-
-MANIFEST_NAME = "manifest.jsonl"
-
-
-@dataclass
-class CaseOutcome:
-    """One line of the prediction manifest: ``status`` is done, skipped or failed."""
-
-    case_id: str
-    status: str
-    seconds: float = 0.0
-    output: str | None = None
-    error: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def select_shard(cases: Sequence[Any], num_shards: int = 1, shard_id: int = 0) -> list[Any]:
-    """The cases of one shard: every ``num_shards``-th case by ID, starting at ``shard_id``.
-
-    Shards are disjoint and together cover every case exactly once.
-
-    Raises:
-        ValueError: ``num_shards < 1`` or ``shard_id`` outside ``0..num_shards-1``.
-    """
-    if num_shards < 1:
-        raise ValueError(f"--num-shards must be >= 1; got {num_shards}")
-    if not 0 <= shard_id < num_shards:
-        raise ValueError(f"--shard-id must be in 0..{num_shards - 1}; got {shard_id}")
-    ordered = sorted(cases, key=lambda c: c.case_id)
-    return ordered[shard_id::num_shards]
-
-
-def manifest_path(out: Path, num_shards: int = 1, shard_id: int = 0) -> Path:
-    """``OUT/manifest.jsonl``, or one file per shard so that parallel shards never interleave."""
-    if num_shards == 1:
-        return out / MANIFEST_NAME
-    return out / f"manifest.shard-{shard_id}-of-{num_shards}.jsonl"
-
-
-def output_scheme(files: Any, label_scheme: str | None) -> str:
-    """Label scheme to write: the one asked for, else the dataset layout's, else brats2017."""
-    return label_scheme or getattr(files, "scheme_hint", None) or "brats2017"
-
-
-def predict_files(predictor: Predictor, files: Any, out: Path, label_scheme: str | None = None,
-                  save_probabilities: bool = False) -> CaseOutcome:
-    """Read, predict and write one case (``OUT/<ID>.nii.gz``, in the input's geometry).
-
-    With ``save_probabilities`` the probabilities go to ``OUT/probabilities/<ID>_<channel>.nii.gz``
-    and an MC-dropout uncertainty map to ``OUT/uncertainty/<ID>.nii.gz``; they are written before
-    the label map, so a finished label map means a finished case.
-
-    Raises:
-        Exception: anything reading, predicting or writing raises (see :func:`predict_dataset`).
-    """
-    from glioseg.io import read_case, write_image, write_seg
-    from glioseg.labels import REGIONS, get_scheme
-
-    start = time.perf_counter()
-    scheme = get_scheme(output_scheme(files, label_scheme))
-    case = read_case(files, read_label=False)
-    t_read = time.perf_counter() - start
-    pred = predictor.predict_case(case, return_probabilities=save_probabilities)
-    if save_probabilities and pred.probabilities is not None:
-        names = [r.value for r in REGIONS] if predictor.target == "regions" else \
-            [f"label{k}" for k in range(pred.probabilities.shape[0])]
-        for name, channel in zip(names, pred.probabilities):
-            write_image(channel, case.geometry, out / "probabilities" / f"{case.case_id}_{name}.nii.gz")
-    if pred.uncertainty is not None:
-        write_image(pred.uncertainty, case.geometry, out / "uncertainty" / f"{case.case_id}.nii.gz")
-    path = write_seg(pred.labels, case.geometry, out / f"{case.case_id}.nii.gz", scheme)
-    timings = {"read": t_read, **pred.timings}
-    return CaseOutcome(case.case_id, "done", time.perf_counter() - start, str(path), None, timings)
-
-
-def predict_dataset(predictor: Predictor, cases: Sequence[Any], out: Path | str, *,
-                    label_scheme: str | None = None, skip_existing: bool = False,
-                    save_probabilities: bool = False, manifest: Path | None = None,
-                    on_result: Any = None) -> list[CaseOutcome]:
-    """Predict many cases; a failing case is recorded and the others go on.
-
-    Args:
-        predictor: the loaded model.
-        cases: the cases' files (from :func:`glioseg.discovery.find_cases`).
-        out: output folder (``<ID>.nii.gz`` per case).
-        label_scheme: scheme of the written label maps (default: the layout's, else brats2017).
-        skip_existing: do not redo cases whose ``<ID>.nii.gz`` exists.
-        save_probabilities: also write probabilities (and uncertainty).
-        manifest: JSONL file written with one line per case as it finishes (default
-            ``OUT/manifest.jsonl``).
-        on_result: called with each :class:`CaseOutcome` (progress display).
-
-    Returns:
-        One outcome per case, in input order.
-    """
-    import json
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = manifest or manifest_path(out)
-    results = []
-    with open(manifest, "w") as log:
-        for files in cases:
-            target = out / f"{files.case_id}.nii.gz"
-            if skip_existing and target.is_file():
-                result = CaseOutcome(files.case_id, "skipped", 0.0, str(target))
-            else:
-                result = _isolated(predictor, files, out, label_scheme, save_probabilities)
-            results.append(result)
-            line = {"id": result.case_id, "status": result.status, "seconds": round(result.seconds, 3),
-                    "output": result.output, "error": result.error,
-                    "timings": {k: round(v, 3) for k, v in result.timings.items()}}
-            log.write(json.dumps(line) + "\n")
-            log.flush()
-            if on_result is not None:
-                on_result(result)
-    return results
-
-
-def _isolated(predictor: Predictor, files: Any, out: Path, label_scheme: str | None,
-              save_probabilities: bool) -> CaseOutcome:
-    start = time.perf_counter()
-    try:
-        return predict_files(predictor, files, out, label_scheme, save_probabilities)
-    except Exception as exc:  # noqa: BLE001 (isolate the case: report it and let the batch go on)
-        message = str(exc)
-        if files.case_id not in message:
-            message = f"case {files.case_id}: {type(exc).__name__}: {message}"
-        return CaseOutcome(files.case_id, "failed", time.perf_counter() - start, None, message)
-
-
-# ---------------------------------------------------------------------- post-processing tuning
-
-VALIDATION_DIR = "validation_probabilities"
-
-
-def validation_cases(bundle: Any, splits_path: Path | str | None = None) -> list[str]:
-    """Validation case IDs of a loaded run: from ``splits_path`` (at the run's fold) or ``run.json``.
-
-    Raises:
-        ValueError: the run records no validation cases and no splits file is given.
-    """
-    from glioseg.splits import get_fold, load_splits
-
-    split = bundle.info.get("split") or {}
-    if splits_path is not None:
-        return get_fold(load_splits(splits_path), int(split.get("fold", 0)))[1]
-    if not split.get("val"):
-        raise ValueError(f"{bundle.run_dir}: run.json records no validation cases; pass --splits SPLITS_JSON")
-    return list(split["val"])
-
-
-def validation_probabilities(run_dir: Path | str, preprocessed: Path | str, splits_path: Path | str | None = None,
-                             predictor_options: dict[str, Any] | None = None,
-                             on_case: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Predict (or reuse) each fold's validation cases on the preprocessed grid.
-
-    Probabilities are cached as float16 ``RUN/<fold run>/validation_probabilities/<ID>.npy``.
-
-    Args:
-        run_dir: run directory (or folder of ``fold_<k>`` runs).
-        preprocessed: preprocessed dataset at the full-resolution stage's spacing.
-        splits_path: splits file overriding the runs' recorded splits.
-        predictor_options: options of :class:`Predictor` (device, precision, tta, ...).
-        on_case: called with each case ID as it is done.
-
-    Returns:
-        ``(probabilities float16 (K, x, y, z) memory-mapped, truth uint8 (x, y, z))`` pairs.
-
-    Raises:
-        ValueError: spacing mismatch, missing labels, or no validation cases.
-    """
-    from glioseg.preprocess import load_preprocessed
-    from glioseg.train import load_run
-
-    pairs = []
-    for folder in run_folders(Path(run_dir)):
-        bundle = load_run(folder)
-        predictor = Predictor.from_run(bundle, **{"device": "cpu", **(predictor_options or {}), "cascade": False})
-        stage = predictor.full_stage
-        cache = folder / VALIDATION_DIR
-        for case_id in validation_cases(bundle, splits_path):
-            pc = load_preprocessed(preprocessed, case_id)
-            _check_tuning_case(pc, stage, preprocessed)
-            path = cache / f"{case_id}.npy"
-            if not path.is_file():
-                probs = predictor.predict_preprocessed(np.asarray(pc.image), stage.name).astype(np.float16)
-                _save_npy(path, probs)
-            pairs.append((np.load(path, mmap_mode="r"), np.asarray(pc.label)))
-            if on_case is not None:
-                on_case(case_id)
-    if not pairs:
-        raise ValueError(f"{run_dir}: no validation cases to tune on")
-    return pairs
-
-
-def _check_tuning_case(pc: Any, stage: Stage, root: Path | str) -> None:
-    if pc.label is None:
-        raise ValueError(f"case {pc.case_id} [{Path(root) / pc.case_id}]: no label; tuning needs the ground truth")
-    target = pc.meta.get("target_spacing")
-    if stage.spacing_mm is not None and (target is None or abs(float(target) - stage.spacing_mm) > 1e-3):
-        raise ValueError(f"case {pc.case_id} [{Path(root) / pc.case_id}]: preprocessed at spacing {target} mm, "
-                         f"but stage {stage.name} expects {stage.spacing_mm} mm; preprocess with "
-                         f"--spacing {stage.spacing_mm}")
-
-
-def _save_npy(path: Path, array: np.ndarray) -> Path:
-    from glioseg.io import atomic_write
-
-    return atomic_write(path, lambda tmp: np.save(tmp, array))

@@ -25,11 +25,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import EllipsisType
+from typing import Any, Literal
 
 import numpy as np
 
-from glioseg.io import MODALITIES, Case, CaseError, CaseFiles, atomic_write, read_case
+from glioseg.io import MODALITIES, Case, CaseError, CaseFiles, atomic_write, failure_message, read_case
 
 PREPROCESS_VERSION = 1
 CLIP_PERCENTILES: tuple[float, float] = (0.5, 99.5)
@@ -120,8 +121,8 @@ def brain_bbox(mask: np.ndarray, margin: int = CROP_MARGIN) -> BBox:
 
 def crop(array: np.ndarray, bbox: BBox) -> np.ndarray:
     """Crop the last three axes of ``array`` (``(..., X, Y, Z)``) to ``bbox``; returns a copy."""
-    sl = tuple(slice(a, b) for a, b in bbox)
-    return np.ascontiguousarray(array[(Ellipsis, *sl)])
+    index: tuple[EllipsisType | slice, ...] = (Ellipsis, *(slice(a, b) for a, b in bbox))
+    return np.ascontiguousarray(array[index])
 
 
 def zscore_in_mask(image: np.ndarray, mask: np.ndarray,
@@ -153,7 +154,7 @@ def zscore_in_mask(image: np.ndarray, mask: np.ndarray,
 
 def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target_mm: float) -> tuple[int, int, int]:
     """Grid size after resampling ``shape`` at ``spacing`` mm to isotropic ``target_mm``."""
-    return tuple(max(1, int(round(n * s / target_mm))) for n, s in zip(shape, spacing, strict=True))  # type: ignore[return-value]
+    return tuple(max(1, round(n * s / target_mm)) for n, s in zip(shape, spacing, strict=True))  # type: ignore[return-value]
 
 
 def resample_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -359,7 +360,7 @@ def save_preprocessed(pc: PreprocessedCase, root: Path | str, extra_meta: dict[s
         np.save(tmp / "image.npy", pc.image)
         if pc.label is not None:
             np.save(tmp / "label.npy", pc.label)
-            np.savez(tmp / "fg.npz", **foreground_locations(pc.label))
+            np.savez(tmp / "fg.npz", allow_pickle=False, **foreground_locations(pc.label))
         (tmp / "meta.json").write_text(json.dumps({**pc.meta, **(extra_meta or {})}, indent=1))
         if final.exists():  # replace a stale case: move it aside first so a crash leaves one of them
             old = root / f".{pc.case_id}.old"
@@ -407,7 +408,7 @@ def load_preprocessed(root: Path | str, case_id: str, mmap: bool = True) -> Prep
     """
     meta = read_meta(root, case_id)
     folder = Path(root) / case_id
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
     try:
         image = np.load(folder / "image.npy", mmap_mode=mode)
         label = np.load(folder / "label.npy", mmap_mode=mode) if meta.get("has_label") else None
@@ -472,11 +473,8 @@ def _run_isolated(files: CaseFiles, out: Path, spacing_mm: float | None, label_s
         torch.set_num_threads(1)
     try:
         return preprocess_files(files, out, spacing_mm, label_scheme, force)
-    except Exception as exc:  # isolate the case: report and let the batch go on
-        message = str(exc)
-        if files.case_id not in message:
-            message = f"case {files.case_id}: {type(exc).__name__}: {message}"
-        return CaseResult(files.case_id, "failed", error=message)
+    except Exception as exc:  # noqa: BLE001 (isolate the case: report and let the batch go on)
+        return CaseResult(files.case_id, "failed", error=failure_message(files.case_id, exc))
 
 
 def write_dataset_json(out: Path | str, spacing_mm: float | None, label_scheme: str | None) -> Path:
@@ -527,7 +525,7 @@ def preprocess_dataset(cases: Sequence[CaseFiles], out: Path | str, spacing_mm: 
             for fut in as_completed(futures):
                 try:
                     record(fut.result())
-                except Exception as exc:  # a worker died (e.g. out of memory)
+                except Exception as exc:  # noqa: BLE001 (a worker died, e.g. out of memory)
                     record(CaseResult(futures[fut].case_id, "failed", error=f"worker crashed: {exc}"))
     write_dataset_json(out, spacing_mm, label_scheme)
     return result

@@ -121,7 +121,8 @@ def _summary_table(result: EvaluationResult) -> str:
         for region in REGIONS:
             entry = result.summary[region.value][metric]
             cells = "".join(f"<td>{_fmt(entry[s])}</td>" for s in stats)
-            rows.append(f'<tr><td class="id">{METRIC_TITLES[metric]}</td><td class="id">{region.value}</td>{cells}</tr>')
+            rows.append(f'<tr><td class="id">{METRIC_TITLES[metric]}</td><td class="id">{region.value}</td>'
+                        f"{cells}</tr>")
     pooled = result.summary["all"]["pooled_dice"]
     rows.append(f'<tr><td class="id">{METRIC_TITLES["pooled_dice"]}</td><td class="id">all</td>'
                 + "".join(f"<td>{_fmt(pooled[s])}</td>" for s in stats) + "</tr>")
@@ -157,7 +158,8 @@ def _failures(result: EvaluationResult) -> str:
         notes.append("<p>Prediction files matching no case (ignored): "
                      f"{html.escape(', '.join(result.unmatched_predictions))}</p>")
     if result.no_ground_truth:
-        notes.append(f"<p>Cases without ground truth (not scored): {html.escape(', '.join(result.no_ground_truth))}</p>")
+        missing = html.escape(", ".join(result.no_ground_truth))
+        notes.append(f"<p>Cases without ground truth (not scored): {missing}</p>")
     listing = f"<ul>{''.join(items)}</ul>" if items else "<p>None.</p>"
     return f'<h2>Failures ({len(items)})</h2><div id="failures">{listing}{"".join(notes)}</div>'
 

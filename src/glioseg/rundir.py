@@ -106,7 +106,7 @@ def plot_curve(history: list[dict[str, float]], path: Path) -> None:
     for key in ("dice_WT", "dice_TC", "dice_ET"):
         pts = [(row["epoch"], row[key]) for row in history if key in row and not math.isnan(row[key])]
         if pts:
-            ax2.plot(*zip(*pts), marker="o", label=key)
+            ax2.plot(*zip(*pts, strict=True), marker="o", label=key)
     ax2.set_ylim(0, 1)
     ax2.set_ylabel("validation Dice")
     fig.legend(loc="lower left", fontsize=8)
@@ -233,11 +233,16 @@ def load_run(run_dir: Path | str, device: str = "cpu") -> RunBundle:
 
     Raises:
         TrainError: missing files or no trained stage.
+        glioseg.models.BundleError: a bundle whose files do not match its manifest.
     """
+    from glioseg.models import MANIFEST, verify_bundle
+
     run_dir = Path(run_dir)
     for name in ("config.yaml", "run.json"):
         if not (run_dir / name).is_file():
             raise TrainError(f"{run_dir}: {name} missing; give a run directory made by `glioseg train`")
+    if (run_dir / MANIFEST).is_file():
+        verify_bundle(run_dir)  # a bundle: every file must match its sha256 before anything is loaded
     config = load_config(run_dir / "config.yaml")
     info = json.loads((run_dir / "run.json").read_text())
     stages: dict[str, StageModel] = {}

@@ -178,7 +178,7 @@ def make_splits(case_ids: Sequence[str], folds: int = 5, seed: int = 0,
     groups: dict[str, list[str]] = {}
     for c in sorted(ids):
         groups.setdefault(patients[c], []).append(c)
-    n_parts = folds if folds > 1 else max(2, int(round(1 / val_fraction)))
+    n_parts = folds if folds > 1 else max(2, round(1 / val_fraction))
     if n_parts > len(groups):
         raise SplitError(f"{n_parts} folds need at least {n_parts} patients, got {len(groups)}; use fewer folds")
     strata = {g: case_grades[members[0]] for g, members in groups.items()}

@@ -53,7 +53,7 @@ def largest_cross_section(labels: np.ndarray) -> tuple[int, int, int]:
     """
     tumour = np.asarray(labels) > 0
     if not tumour.any():
-        return tuple(s // 2 for s in tumour.shape)  # type: ignore[return-value]
+        return tuple(s // 2 for s in tumour.shape)
     out = []
     for axis in range(3):
         area = tumour.sum(axis=tuple(a for a in range(3) if a != axis))
