@@ -4,7 +4,13 @@ import zipfile
 import pytest
 
 from glioseg.models import (
-    MANIFEST, BundleError, export_model, import_model, resolve_model, verify_bundle, write_manifest,
+    MANIFEST,
+    BundleError,
+    export_model,
+    import_model,
+    resolve_model,
+    verify_bundle,
+    write_manifest,
 )
 
 
@@ -67,7 +73,7 @@ def _zip_with(tmp_path, bundle, name, data=b"x"):
 
 @pytest.mark.parametrize("name", ["../escape.json", "/abs/path.json", "low/model.pkl", "a/../../b.json"])
 def test_unsafe_members_refused(bundle, tmp_path, name):
-    with pytest.raises(BundleError, match="unsafe path|not allowed"):
+    with pytest.raises(BundleError, match=r"unsafe path|not allowed"):
         import_model(_zip_with(tmp_path, bundle, name), tmp_path / "home")
     assert not (tmp_path / "escape.json").exists()
     assert not any((tmp_path / "home").iterdir())
@@ -134,7 +140,8 @@ def _fake_run(tmp_path):
             "preprocessed": "/somewhere/local", "split": {"fold": 0, "splits_file": "/x/splits.json"},
             "stage_order": ["low", "high"], "stages": {"low": {"epochs_done": 3}}}
     (run / "run.json").write_text(json.dumps(info))
-    save_file({"w": torch.arange(6, dtype=torch.float32), "n": torch.tensor([3])}, str(run / "low" / "model.safetensors"))
+    tensors = {"w": torch.arange(6, dtype=torch.float32), "n": torch.tensor([3])}
+    save_file(tensors, str(run / "low" / "model.safetensors"))
     (run / "low" / "state.pt").write_bytes(b"not shipped")
     return run
 
