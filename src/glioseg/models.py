@@ -271,7 +271,8 @@ def _copy_weights(src: Path, dst: Path, fp16: bool) -> None:
 
 def make_bundle(run_dir: Path | str, out_dir: Path | str, info: dict[str, Any], fp16: bool = True,
                 stages: list[str] | None = None) -> dict[str, Any]:
-    """Turn a run directory into a bundle: config, run.json, best weights per stage, manifest.
+    """Turn a run directory into a bundle: config, run.json, postprocess.json, best weights per stage,
+    manifest.
 
     Args:
         run_dir: a finished ``glioseg train`` run directory.
@@ -302,6 +303,8 @@ def make_bundle(run_dir: Path | str, out_dir: Path | str, info: dict[str, Any], 
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=1) + "\n")
     for name in names:
         _copy_weights(run_dir / name / "model.safetensors", out_dir / name / "model.safetensors", fp16)
+    if (run_dir / "postprocess.json").is_file():
+        shutil.copyfile(run_dir / "postprocess.json", out_dir / "postprocess.json")
     fields = {"label_scheme": run_info.get("label_scheme"), "normalisation": run_info.get("normalisation"),
               "stages": {n: run_info.get("stages", {}).get(n, {}) for n in names}, **info}
     return write_manifest(out_dir, fields)
