@@ -6,7 +6,8 @@ same precision (bf16 autocast on CPU), same allocator setting (``glioseg.runtime
 - ``default``:   glioseg Predictor, cascade (2 mm whole brain, then 1 mm on the tumour box + margin)
 - ``full``:      glioseg Predictor, no cascade: 1 mm sliding window over the brain bounding box
 - ``monai``:     ``monai.inferers.sliding_window_inference`` (Gaussian, sigma 1/8) over the whole
-                 z-scored 240x240x155 volume, the way it is usually called
+                 z-scored case extent (240x240x155 at 1 mm; the same extent at the stage's spacing),
+                 the way it is usually called
 - ``monai-crop``: the same on the brain bounding box (what ``full`` sees), to separate the gain of
                  cropping from the gain of the cascade
 
@@ -101,8 +102,28 @@ def load_predictor(args: argparse.Namespace, cascade: bool):
     return Predictor(random_stages(args.overlap), **options)
 
 
+def embed_in_case_extent(image, meta):
+    """Zero-pad a preprocessed (brain-cropped) image to the whole case's extent at the same grid
+    spacing, so that MONAI sees the uncropped volume at the stage's resolution.
+
+    Returns:
+        The padded ``(C, X', Y', Z')`` array and the slices of the crop inside it.
+    """
+    import numpy as np
+
+    scale = [n / m for n, m in zip(meta["shape"], meta["cropped_shape"], strict=True)]
+    offset = [round(box[0] * k) for box, k in zip(meta["bbox"], scale, strict=True)]
+    total = [max(round(full * k), o + n) for full, k, o, n in
+             zip(meta["canonical_shape"], scale, offset, meta["shape"], strict=True)]
+    inner = tuple(slice(o, o + n) for o, n in zip(offset, meta["shape"], strict=True))
+    out = np.zeros((image.shape[0], *total), dtype=np.float32)
+    out[(slice(None), *inner)] = image
+    return out, inner
+
+
 def monai_predict(predictor, case, whole_volume: bool, overlap: float):
-    """MONAI sliding window with the full-resolution stage's network, window and precision."""
+    """MONAI sliding window with the full-resolution stage's network, window, spacing and precision,
+    over the whole case extent (``whole_volume``) or the brain bounding box."""
     import numpy as np
     import torch
     from monai.inferers import sliding_window_inference
@@ -113,14 +134,15 @@ def monai_predict(predictor, case, whole_volume: bool, overlap: float):
 
     stage = predictor.full_stage
     pc = preprocess_case(case, stage.spacing_mm)
-    image = restore_to_case_grid(pc.image, pc.meta, order=1) if whole_volume else pc.image
+    image, inner = embed_in_case_extent(pc.image, pc.meta) if whole_volume else (pc.image, None)
     net = stage.models[0]
     with torch.inference_mode(), autocast_context("cpu", "bf16"):
         logits = sliding_window_inference(torch.from_numpy(np.ascontiguousarray(image))[None], stage.patch_size, 1,
                                           net, overlap=overlap, mode="gaussian", sigma_scale=0.125)
     probs = torch.sigmoid(logits[0].float()).numpy()
-    if not whole_volume:
-        probs = restore_to_case_grid(probs, pc.meta, order=1)
+    if inner is not None:
+        probs = probs[(slice(None), *inner)]
+    probs = restore_to_case_grid(np.ascontiguousarray(probs), pc.meta, order=1)
     return postprocess_probabilities(probs, stage.target, predictor.postprocess)
 
 
