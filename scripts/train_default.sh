@@ -2,7 +2,7 @@
 # Re-train the shipped default model from the BraTS 2018 cases (resumable: re-run to continue).
 #   bash scripts/train_default.sh DATA WORK [FOLD]
 # DATA: BraTS folder (e.g. ../shared/data/brats18); WORK: cache + run folder;
-# FOLD: cross-validation fold to hold out (default 0), or "all" to train on every case.
+# FOLD: cross-validation fold to hold out for validation (default 0; the shipped model is fold 0).
 set -euo pipefail
 DATA=${1:?usage: train_default.sh DATA WORK [FOLD]}
 WORK=${2:?usage: train_default.sh DATA WORK [FOLD]}
@@ -17,8 +17,10 @@ if [ ! -f "$WORK/splits.json" ]; then
   "$BIN/glioseg" split "$WORK/pre2mm" --folds 5 --seed 0 -o "$WORK/splits.json" \
     ${META:+--mapping "$META/brats2020_name_mapping.csv" --grades "$META/brats2018_grade.csv"}
 fi
+case "$FOLD" in ''|*[!0-9]*) echo "FOLD must be a fold number, got '$FOLD'" >&2; exit 2;; esac
 RUN="$WORK/run_fold$FOLD"
-if [ "$FOLD" = "all" ]; then SPLIT=(--splits "$WORK/splits.json"); RUN="$WORK/run_all"; FOLDARG=(); else SPLIT=(--splits "$WORK/splits.json"); FOLDARG=(--fold "$FOLD"); fi
+SPLIT=(--splits "$WORK/splits.json")
+FOLDARG=(--fold "$FOLD")
 # The two stages are independent: train them side by side, one thread each.
 "$BIN/glioseg" train "$WORK/pre2mm" "$RUN" --config "$CONFIG" --stage low "${FOLDARG[@]}" "${SPLIT[@]}" --no-progress > "$WORK/low.log" 2>&1 &
 LOW=$!
