@@ -215,3 +215,13 @@ def test_small_network_learns_synthetic_tumours(make_synthetic_dataset, tmp_path
         scores.append(dice(labels_to_regions(pred)[0], labels_to_regions(case.label)[0]))
     print(f"held-out WT Dice: {scores}")
     assert min(scores) >= 0.8
+
+
+def test_without_validation_cases_the_model_is_the_latest_epoch(preprocessed, tmp_path):
+    config = tiny_config(epochs=2, val_every=1)
+    ids = resolve_split(preprocessed, tmp_path / "run", config)
+    everything = ids["train"] + ids["val"]
+    train_stage(config, "main", preprocessed, tmp_path / "run", everything, [], show_progress=False)
+    best, last = weights(tmp_path / "run/main/model.safetensors"), weights(tmp_path / "run/main/last.safetensors")
+    for key in last:
+        torch.testing.assert_close(best[key], last[key], rtol=0, atol=0)

@@ -368,7 +368,8 @@ def _end_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     if dist.is_main:
         score = row.get("dice_mean", -1.0)
         progress.history.append(row)
-        if score > progress.best_score or not (stage_dir / "model.safetensors").exists():
+        # without validation cases there is nothing to select on: the latest weights are the model
+        if score > progress.best_score or not val_ids or not (stage_dir / "model.safetensors").exists():
             if score > progress.best_score:
                 progress.best_score, progress.best_epoch = score, progress.epoch - 1
             save_weights(model, stage_dir / "model.safetensors",
