@@ -412,17 +412,33 @@ def test_cli_tune_postprocess_writes_settings_the_predictor_uses(tuning_setup):
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "postprocess.json").read_text())
     assert saved["min_et_voxels"] in (0, 5, 50) and saved["tuning"]["n_cases"] == 2
-    cached = sorted(p.name for p in (run / "validation_probabilities").glob("*.npy"))
+    (cache,) = (run / "validation_probabilities").iterdir()  # one folder per weights + options
+    cached = sorted(p.name for p in cache.glob("*.npy"))
     assert cached == sorted(f"{i}.npy" for i in ids[1:])
-    probs = np.load(run / "validation_probabilities" / cached[0])
+    probs = np.load(cache / cached[0])
     assert probs.dtype == np.float16 and probs.shape[0] == 3
-    stamp = (run / "validation_probabilities" / cached[0]).stat().st_mtime_ns
+    stamp = (cache / cached[0]).stat().st_mtime_ns
     result = runner.invoke(app, ["tune-postprocess", str(run), str(pre), "--device", "cpu", "--thresholds"])
     assert result.exit_code == 0, result.output
-    assert (run / "validation_probabilities" / cached[0]).stat().st_mtime_ns == stamp  # reused
+    assert (cache / cached[0]).stat().st_mtime_ns == stamp  # reused
     config = Predictor.from_run(run, device="cpu").postprocess
     saved = json.loads((run / "postprocess.json").read_text())
     assert config == PostprocessConfig(tuple(saved["thresholds"]), saved["min_et_voxels"])
+
+
+def test_tuning_cache_is_not_reused_after_retraining(tuning_setup):
+    from safetensors.torch import load_file, save_file
+
+    run, pre, _ = tuning_setup
+    args = ["tune-postprocess", str(run), str(pre), "--device", "cpu", "--candidates", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    before = {p.name for p in (run / "validation_probabilities").iterdir()}
+    for weights in run.glob("*/model.safetensors"):  # "re-train": every stage's weights change
+        tensors = {k: v + 0.01 if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+        save_file(tensors, str(weights))
+    assert runner.invoke(app, args).exit_code == 0
+    after = {p.name for p in (run / "validation_probabilities").iterdir()}
+    assert before < after
 
 
 def test_cli_tune_postprocess_errors(tuning_setup, tmp_path, synthetic_dataset):

@@ -1,12 +1,15 @@
 """Validation probabilities for tuning post-processing (:func:`glioseg.postprocess.tune_postprocess`).
 
 Each fold's run predicts its own validation cases on the preprocessed grid of its
-full-resolution stage; the probabilities are cached next to the run so that tuning again (other
-candidates, thresholds) costs no inference.
+full-resolution stage; the probabilities are cached next to the run, keyed by the stage's weights
+and the predictor options, so that tuning again (other candidates, thresholds) costs no inference
+and re-training in the same folder never reuses stale probabilities.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,8 @@ def validation_probabilities(run_dir: Path | str, preprocessed: Path | str, spli
                              on_case: Callable[[str], object] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Predict (or reuse) each fold's validation cases on the preprocessed grid.
 
-    Probabilities are cached as float16 ``RUN/<fold run>/validation_probabilities/<ID>.npy``.
+    Probabilities are cached as float16 ``RUN/<fold run>/validation_probabilities/<key>/<ID>.npy``,
+    ``key`` a digest of the stage's weights and the predictor options.
 
     Args:
         run_dir: run directory (or folder of ``fold_<k>`` runs).
@@ -61,7 +65,7 @@ def validation_probabilities(run_dir: Path | str, preprocessed: Path | str, spli
         bundle = load_run(folder)
         predictor = Predictor.from_run(bundle, **{"device": "cpu", **(predictor_options or {}), "cascade": False})
         stage = predictor.full_stage
-        cache = folder / VALIDATION_DIR
+        cache = folder / VALIDATION_DIR / _cache_key(folder / stage.name / "model.safetensors", predictor_options)
         for case_id in validation_cases(bundle, splits_path):
             pc = load_preprocessed(preprocessed, case_id)
             _check_tuning_case(pc, stage, preprocessed)
@@ -75,6 +79,14 @@ def validation_probabilities(run_dir: Path | str, preprocessed: Path | str, spli
     if not pairs:
         raise ValueError(f"{run_dir}: no validation cases to tune on")
     return pairs
+
+
+def _cache_key(weights: Path, predictor_options: dict[str, Any] | None) -> str:
+    """Digest of the weights file and the predictor options that shape the probabilities."""
+    from glioseg.models import sha256_file
+
+    options = json.dumps(predictor_options or {}, sort_keys=True, default=str)
+    return hashlib.sha256(f"{sha256_file(weights)}|{options}".encode()).hexdigest()[:16]
 
 
 def _check_tuning_case(pc: PreprocessedCase, stage: Stage, root: Path | str) -> None:
