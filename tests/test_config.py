@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,10 @@ def test_with_stage_revalidates():
         cpu_preset().with_stage("low", epochs=0)
     assert cpu_preset().with_stage("low", epochs=2).stage("low").epochs == 2
     assert "stages:" in dump_config(cpu_preset())
+
+
+def test_shipped_recipe_file_is_the_cpu_preset():
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "cpu_shipped.yaml"
+    config = load_config(recipe, cpu_preset())
+    assert config.stages == cpu_preset().stages
+    assert config.threads == 1
