@@ -1,10 +1,13 @@
 """Package a validated run as the shipped default model (src/glioseg/weights/default).
 
     python scripts/ship_model.py RUN_DIR VALIDATION_REPORT_DIR [--stages low] [--out DIR]
+                                 [--validated-run DIR]
 
 RUN_DIR is a `glioseg train` run (e.g. WORK/run_fold0 of scripts/train_default.sh);
-VALIDATION_REPORT_DIR is the `report/` folder written by scripts/validate.sh for that run, whose
-summary.json becomes the manifest's validation scores. Weights are stored as float16.
+VALIDATION_REPORT_DIR is the `report/` folder written by scripts/validate.sh, whose summary.json
+becomes the manifest's validation scores. When RUN_DIR was trained on every case (no held-out
+cases), give the fold run that the report validated with --validated-run: the manifest then says
+that the scores are those of the same recipe on that fold. Weights are stored as float16.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def main() -> None:
     parser.add_argument("report", type=Path)
     parser.add_argument("--stages", default=None, help="comma-separated stages to ship [all trained]")
     parser.add_argument("--out", type=Path, default=default_model_dir())
+    parser.add_argument("--validated-run", type=Path, default=None,
+                        help="fold run the report validated, when RUN was trained on every case")
     args = parser.parse_args()
     run_info = json.loads((args.run / "run.json").read_text())
     stages = args.stages.split(",") if args.stages else None
@@ -57,8 +62,16 @@ def main() -> None:
         },
         "validation": {**validation_block(args.report),
                        "command": "bash scripts/validate.sh WORK/run_fold0 ../shared/data/brats18 OUT"},
-        "limits": "expects skull-stripped, co-registered, ~1 mm BraTS-style T1/T1ce/T2/FLAIR; trained on 19 cases",
+        "limits": "expects skull-stripped, co-registered, ~1 mm BraTS-style T1/T1ce/T2/FLAIR; "
+                  f"trained on {len(run_info['split']['train'])} cases",
     }
+    if args.validated_run is not None:
+        fold_info = json.loads((args.validated_run / "run.json").read_text())
+        info["validation"]["of"] = (f"the same recipe trained on fold {fold_info['split']['fold']} "
+                                    f"({len(fold_info['split']['train'])} cases) and scored on its "
+                                    f"{len(fold_info['split']['val'])} held-out cases; the shipped weights "
+                                    "were then re-trained on every case and have no held-out score")
+        info["validation"]["cases_trained_on"] = fold_info["split"]["train"]
     if args.out.exists():
         shutil.rmtree(args.out)
     make_bundle(args.run, args.out, info, fp16=True, stages=stages)
