@@ -94,12 +94,17 @@ def test_evaluate_cli_all_good_with_lesion_wise(dataset, tmp_path):
         assert float(row["pooled_dice"]) == 1.0
 
 
-def test_evaluate_shifted_prediction_scores_drop(dataset, tmp_path):
-    pred = tmp_path / "pred"
+def _shifted_predictions(dataset, pred, shift, axis):
+    """Write every case's ground truth, rolled by ``shift`` voxels along ``axis``, as its prediction."""
     pred.mkdir()
     for case in find_cases(dataset):
         data = np.asarray(nib.load(str(case.label)).dataobj)
-        _write_like(case.label, np.roll(data, 2, axis=1), pred / f"{case.case_id}.nii.gz")
+        _write_like(case.label, np.roll(data, shift, axis=axis), pred / f"{case.case_id}.nii.gz")
+    return pred
+
+
+def test_evaluate_shifted_prediction_scores_drop(dataset, tmp_path):
+    pred = _shifted_predictions(dataset, tmp_path / "pred", shift=2, axis=1)
     result = evaluate_folder(pred, dataset)
     assert not result.failed
     for case in result.cases:
@@ -145,11 +150,7 @@ def test_read_label_file_rejects_fractional_labels(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_with_workers_matches_serial(dataset, tmp_path):
-    pred = tmp_path / "pred"
-    pred.mkdir()
-    for case in find_cases(dataset):
-        data = np.asarray(nib.load(str(case.label)).dataobj)
-        _write_like(case.label, np.roll(data, 1, axis=0), pred / f"{case.case_id}.nii.gz")
+    pred = _shifted_predictions(dataset, tmp_path / "pred", shift=1, axis=0)
     serial, parallel = evaluate_folder(pred, dataset), evaluate_folder(pred, dataset, workers=2)
     assert [c.to_row() for c in serial.cases] == [c.to_row() for c in parallel.cases]
 
