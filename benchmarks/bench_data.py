@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glioseg.augment import default_augmentation
-from glioseg.data import PatchDataset
-from glioseg.discovery import find_cases
-from glioseg.preprocess import load_preprocessed, preprocess_dataset
+from glioseg.data.layouts import find_cases
+from glioseg.preprocessing.normalize import load_preprocessed, preprocess_dataset
 from glioseg.runtime import tune_allocator
+from glioseg.training.augment import default_augmentation
+from glioseg.training.dataset import PatchDataset
 
 PATCH = 128
 

@@ -1,6 +1,6 @@
 """Time evaluating the 24 shared BraTS 2018 cases (ground truth vs a copy shifted by 3 voxels).
 
-Ours (glioseg.metrics: Dice, HD95, sensitivity, specificity, volumes per region, computed inside
+Ours (glioseg.evaluation.metrics: Dice, HD95, sensitivity, specificity, volumes per region, computed inside
 the masks' bounding box) against MONAI's DiceMetric + compute_hausdorff_distance(percentile=95)
 on the same label arrays, in the same process and allocator setting; also the end-to-end
 ``evaluate_folder`` time (reading the label files included). Prints the ratio and the largest
@@ -21,10 +21,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from glioseg.discovery import find_cases
-from glioseg.evaluation import evaluate_folder, read_label_file
+from glioseg.data.layouts import find_cases
+from glioseg.evaluation.evaluate import evaluate_folder, read_label_file
+from glioseg.evaluation.metrics import compute_brats_metrics
 from glioseg.labels import REGIONS, labels_to_regions
-from glioseg.metrics import compute_brats_metrics
 from glioseg.runtime import tune_allocator
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats18"

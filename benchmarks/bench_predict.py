@@ -66,8 +66,8 @@ def random_stages(overlap: float):
     import torch
 
     from glioseg.config import cpu_preset
-    from glioseg.predictor import Stage
-    from glioseg.train import build_stage_model
+    from glioseg.inference.predictor import Stage
+    from glioseg.training.trainer import build_stage_model
 
     stages = {}
     for i, cfg in enumerate(cpu_preset().stages):
@@ -82,7 +82,7 @@ def ground_truth_box(case):
     """Replace the low stage's tumour box by the ground truth's (random-network mode only)."""
     import numpy as np
 
-    import glioseg.predictor as predictor_module
+    import glioseg.inference.predictor as predictor_module
 
     real = predictor_module.tumour_box
 
@@ -94,7 +94,7 @@ def ground_truth_box(case):
 
 
 def load_predictor(args: argparse.Namespace, cascade: bool):
-    from glioseg.predictor import Predictor
+    from glioseg.inference.predictor import Predictor
 
     options = {"device": "cpu", "precision": "bf16", "tta": "none", "cascade": cascade, "overlap": args.overlap}
     if args.run is not None:
@@ -128,8 +128,8 @@ def monai_predict(predictor, case, whole_volume: bool, overlap: float):
     import torch
     from monai.inferers import sliding_window_inference
 
-    from glioseg.postprocess import postprocess_probabilities
-    from glioseg.preprocess import preprocess_case, restore_to_case_grid
+    from glioseg.inference.postprocess import postprocess_probabilities
+    from glioseg.preprocessing.normalize import preprocess_case, restore_to_case_grid
     from glioseg.runtime import autocast_context
 
     stage = predictor.full_stage
@@ -149,9 +149,9 @@ def monai_predict(predictor, case, whole_volume: bool, overlap: float):
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from glioseg.discovery import find_cases
-    from glioseg.io import read_case
-    from glioseg.postprocess import region_dice
+    from glioseg.data.layouts import find_cases
+    from glioseg.data.nifti import read_case
+    from glioseg.inference.postprocess import region_dice
     from glioseg.runtime import tune_allocator
 
     tune_allocator()

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from glioseg.config import cpu_preset
-from glioseg.losses import region_loss
-from glioseg.model import Isensee2017UNet, count_parameters
+from glioseg.networks import Isensee2017UNet, count_parameters
 from glioseg.runtime import autocast_context, tune_allocator
+from glioseg.training.losses import region_loss
 
 
 def dynunet(base_filters: int, depth: int) -> nn.Module:

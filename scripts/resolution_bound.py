@@ -13,9 +13,9 @@ import argparse
 
 import numpy as np
 
+from glioseg.evaluation.metrics import dice
 from glioseg.labels import REGIONS, labels_to_regions
-from glioseg.metrics import dice
-from glioseg.preprocess import list_preprocessed, load_preprocessed, restore_to_case_grid
+from glioseg.preprocessing.normalize import list_preprocessed, load_preprocessed, restore_to_case_grid
 
 
 def main() -> None:

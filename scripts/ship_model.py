@@ -18,7 +18,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from glioseg.models import default_model_dir, make_bundle, verify_bundle
+from glioseg.artifacts.bundles import default_model_dir, make_bundle, verify_bundle
 
 REGIONS = ("WT", "TC", "ET")
 METRICS = ("dice", "hd95", "sensitivity", "specificity")

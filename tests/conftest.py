@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glioseg.synth import default_affine, write_synthetic_dataset
+from glioseg.data.synthetic import default_affine, write_synthetic_dataset
 
 SHARED_BRATS18 = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats18"
 
@@ -32,7 +32,7 @@ def make_synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Callable
     """Factory: ``make_synthetic_dataset(layout="msd", n_cases=2, shape=(32, 32, 32), **kw)``
     -> dataset root, written once per distinct arguments in the session. Read-only.
 
-    Keyword arguments are those of :func:`glioseg.synth.write_synthetic_dataset`.
+    Keyword arguments are those of :func:`glioseg.data.synthetic.write_synthetic_dataset`.
     """
     cache: dict[str, Path] = {}
 

@@ -20,14 +20,14 @@ def test_public_api_names_resolve():
     assert set(glioseg.__all__) == {"__version__", *glioseg._EXPORTS}
     for name in glioseg.__all__:
         assert getattr(glioseg, name) is not None
-    assert glioseg.Predictor.__module__ == "glioseg.predictor"
-    assert glioseg.read_case is glioseg.io.read_case
+    assert glioseg.Predictor.__module__ == "glioseg.inference.predictor"
+    assert glioseg.read_case is glioseg.data.nifti.read_case
     assert set(glioseg.__all__) <= set(dir(glioseg))
 
 
 def test_unknown_attribute_raises_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         glioseg.not_a_name  # noqa: B018
-    from glioseg import checks  # submodules still import as usual
+    from glioseg.data import checks  # submodules still import as usual
 
-    assert checks.__name__ == "glioseg.checks"
+    assert checks.__name__ == "glioseg.data.checks"

@@ -12,30 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> defining module
-_EXPORTS: dict[str, str] = {
-    # data in and out
-    "MODALITIES": "glioseg.io", "Case": "glioseg.io", "CaseError": "glioseg.io", "CaseFiles": "glioseg.io",
-    "Geometry": "glioseg.io", "read_case": "glioseg.io", "write_seg": "glioseg.io",
-    "DatasetError": "glioseg.discovery", "case_from_files": "glioseg.discovery", "find_cases": "glioseg.discovery",
-    "REGIONS": "glioseg.labels", "LabelScheme": "glioseg.labels", "Region": "glioseg.labels",
-    "detect_scheme": "glioseg.labels", "get_scheme": "glioseg.labels",
-    "make_synthetic_case": "glioseg.synth", "write_synthetic_dataset": "glioseg.synth",
-    # preprocessing and training
-    "PreprocessedCase": "glioseg.preprocess", "preprocess_case": "glioseg.preprocess",
-    "load_preprocessed": "glioseg.preprocess",
-    "make_splits": "glioseg.splits",
-    "StageConfig": "glioseg.config", "TrainConfig": "glioseg.config", "load_config": "glioseg.config",
-    "resolve_config": "glioseg.config",
-    "build_model": "glioseg.model",
-    "fit": "glioseg.train", "load_run": "glioseg.train",
-    # prediction and evaluation
-    "Prediction": "glioseg.predictor", "Predictor": "glioseg.predictor",
-    "predict_dataset": "glioseg.batch",
-    "PostprocessConfig": "glioseg.postprocess", "postprocess_probabilities": "glioseg.postprocess",
-    "compute_brats_metrics": "glioseg.metrics", "dice": "glioseg.metrics", "hd95": "glioseg.metrics",
-    "evaluate_folder": "glioseg.evaluation",
+# defining module -> public names (in pipeline order)
+_MODULE_EXPORTS: dict[str, tuple[str, ...]] = {
+    "glioseg.labels": ("REGIONS", "LabelScheme", "Region", "detect_scheme", "get_scheme"),
+    "glioseg.config": ("StageConfig", "TrainConfig", "load_config", "resolve_config"),
+    "glioseg.data.nifti": ("MODALITIES", "Case", "CaseError", "CaseFiles", "Geometry", "read_case", "write_seg"),
+    "glioseg.data.layouts": ("DatasetError", "case_from_files", "find_cases"),
+    "glioseg.data.synthetic": ("make_synthetic_case", "write_synthetic_dataset"),
+    "glioseg.preprocessing.normalize": ("PreprocessedCase", "preprocess_case", "load_preprocessed"),
+    "glioseg.preprocessing.splits": ("make_splits",),
+    "glioseg.networks": ("build_model",),
+    "glioseg.artifacts.rundir": ("load_run",),
+    "glioseg.training.trainer": ("fit",),
+    "glioseg.inference.predictor": ("Prediction", "Predictor"),
+    "glioseg.inference.batch": ("predict_dataset",),
+    "glioseg.inference.postprocess": ("PostprocessConfig", "postprocess_probabilities"),
+    "glioseg.evaluation.metrics": ("compute_brats_metrics", "dice", "hd95"),
+    "glioseg.evaluation.evaluate": ("evaluate_folder",),
 }
+# public name -> defining module
+_EXPORTS: dict[str, str] = {name: module for module, names in _MODULE_EXPORTS.items() for name in names}
 
 __all__ = [  # a literal list for linters; test_package checks it against _EXPORTS
     "MODALITIES",
@@ -79,20 +75,21 @@ __all__ = [  # a literal list for linters; test_package checks it against _EXPOR
 ]
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
-    from glioseg.batch import predict_dataset
+    from glioseg.artifacts.rundir import load_run
     from glioseg.config import StageConfig, TrainConfig, load_config, resolve_config
-    from glioseg.discovery import DatasetError, case_from_files, find_cases
-    from glioseg.evaluation import evaluate_folder
-    from glioseg.io import MODALITIES, Case, CaseError, CaseFiles, Geometry, read_case, write_seg
+    from glioseg.data.layouts import DatasetError, case_from_files, find_cases
+    from glioseg.data.nifti import MODALITIES, Case, CaseError, CaseFiles, Geometry, read_case, write_seg
+    from glioseg.data.synthetic import make_synthetic_case, write_synthetic_dataset
+    from glioseg.evaluation.evaluate import evaluate_folder
+    from glioseg.evaluation.metrics import compute_brats_metrics, dice, hd95
+    from glioseg.inference.batch import predict_dataset
+    from glioseg.inference.postprocess import PostprocessConfig, postprocess_probabilities
+    from glioseg.inference.predictor import Prediction, Predictor
     from glioseg.labels import REGIONS, LabelScheme, Region, detect_scheme, get_scheme
-    from glioseg.metrics import compute_brats_metrics, dice, hd95
-    from glioseg.model import build_model
-    from glioseg.postprocess import PostprocessConfig, postprocess_probabilities
-    from glioseg.predictor import Prediction, Predictor
-    from glioseg.preprocess import PreprocessedCase, load_preprocessed, preprocess_case
-    from glioseg.splits import make_splits
-    from glioseg.synth import make_synthetic_case, write_synthetic_dataset
-    from glioseg.train import fit, load_run
+    from glioseg.networks import build_model
+    from glioseg.preprocessing.normalize import PreprocessedCase, load_preprocessed, preprocess_case
+    from glioseg.preprocessing.splits import make_splits
+    from glioseg.training.trainer import fit
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,7 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network choice and size (arguments of :func:`glioseg.model.build_model`)."""
+    """Network choice and size (arguments of :func:`glioseg.networks.build_model`)."""
 
     name: str = "isensee2017"
     base_filters: int = 16
@@ -52,7 +52,7 @@ class ModelConfig:
         _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
 
     def kwargs(self, out_channels: int) -> dict[str, Any]:
-        """Constructor arguments for :func:`glioseg.model.build_model`."""
+        """Constructor arguments for :func:`glioseg.networks.build_model`."""
         if self.name == "unet3d":
             return {"in_channels": 4, "out_channels": out_channels, "base_filters": self.base_filters,
                     "depth": self.depth}
@@ -367,7 +367,7 @@ def dump_config(config: TrainConfig) -> str:
 
 def save_config(config: TrainConfig, path: Path | str) -> Path:
     """Write a config as YAML atomically."""
-    from glioseg.io import atomic_write
+    from glioseg.data.nifti import atomic_write
 
     text = dump_config(config)
     return atomic_write(Path(path), lambda tmp: tmp.write_text(text))

@@ -1,0 +1,1 @@
+"""Artifacts: run directories (what training writes and inference reads) and model bundles."""

@@ -1,0 +1,310 @@
+"""Model bundles: the shipped default model, sha256-verified loading, export and safe import.
+
+A *bundle* is a run directory trimmed to what prediction needs (``config.yaml``, ``run.json``,
+``<stage>/model.safetensors``) plus ``manifest.json``::
+
+    {"format": "glioseg-bundle/1", "name": ..., "files": {"low/model.safetensors": "<sha256>", ...},
+     "label_scheme": ..., "training": {...}, "validation": {...}, ...}
+
+Every file listed is checked against its sha256 before a model is loaded; a bundle with a file
+that is not listed, or a listed file that is missing, is refused. Import accepts only a zip of
+such a bundle: no absolute paths, no ``..``, no links, no pickles (safetensors, JSON, YAML, text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import stat
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = "glioseg-bundle/1"
+ALLOWED_SUFFIXES = (".safetensors", ".json", ".yaml", ".yml", ".txt", ".md", ".csv", ".png")
+MAX_BUNDLE_BYTES = 2 * 1024**3
+
+
+class BundleError(Exception):
+    """A model bundle is missing, tampered with, or unsafe."""
+
+
+def default_model_dir() -> Path:
+    """Folder of the model shipped inside the package (``glioseg/weights/default``)."""
+    return Path(__file__).resolve().parents[1] / "weights" / "default"
+
+
+def default_models_home() -> Path:
+    """Where ``glioseg import-model`` installs bundles unless told otherwise."""
+    return Path.home() / ".glioseg" / "models"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    """Load ``manifest.json`` of a bundle.
+
+    Raises:
+        BundleError: missing or invalid manifest.
+    """
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{bundle}: no {MANIFEST}; this is not a glioseg model bundle")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    if manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{path}: not a {BUNDLE_FORMAT} manifest (needs 'format' and 'files')")
+    return manifest
+
+
+def _safe_relpath(name: str, where: str) -> PurePosixPath:
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or name.startswith(("/", "\\")) or ":" in name or "\\" in name:
+        raise BundleError(f"{where}: unsafe path {name!r} (absolute or outside the bundle)")
+    if rel.suffix not in ALLOWED_SUFFIXES:
+        raise BundleError(f"{where}: file type of {name!r} not allowed (only {ALLOWED_SUFFIXES}; no pickles)")
+    return rel
+
+
+def verify_bundle(bundle: Path | str) -> dict[str, Any]:
+    """Check every file of a bundle against the manifest's sha256.
+
+    Args:
+        bundle: bundle folder.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        BundleError: a file is missing, unlisted, of a forbidden type, or its sha256 differs.
+    """
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    for name, expected in manifest["files"].items():
+        rel = _safe_relpath(name, str(bundle / MANIFEST))
+        path = bundle / rel
+        if not path.is_file():
+            raise BundleError(f"{bundle}: file {name} listed in the manifest is missing; reinstall the model")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(f"{path}: sha256 {actual[:12]}... does not match the manifest "
+                              f"({str(expected)[:12]}...); the file was modified or corrupted, reinstall the model")
+    listed = {str(PurePosixPath(n)) for n in manifest["files"]} | {MANIFEST}
+    for path in bundle.rglob("*"):
+        if path.is_file() and path.relative_to(bundle).as_posix() not in listed:
+            raise BundleError(f"{path}: file not listed in the manifest; remove it or re-export the bundle")
+    return manifest
+
+
+def write_manifest(bundle: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Hash every file of a bundle folder and write its manifest (atomically).
+
+    Args:
+        bundle: folder with config.yaml, run.json, stage weights.
+        info: extra manifest fields (name, training, validation, ...).
+
+    Returns:
+        The manifest written.
+    """
+    from glioseg.data.nifti import atomic_write
+
+    files = {p.relative_to(bundle).as_posix(): sha256_file(p)
+             for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    for name in files:
+        _safe_relpath(name, str(bundle))
+    manifest = {"format": BUNDLE_FORMAT, **info, "files": files}
+    atomic_write(bundle / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    return manifest
+
+
+def _check_zip_member(info: zipfile.ZipInfo, zip_path: Path) -> PurePosixPath | None:
+    if info.is_dir():
+        return None
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise BundleError(f"{zip_path}: member {info.filename!r} is a symbolic link; refused")
+    return _safe_relpath(info.filename, str(zip_path))
+
+
+def import_model(zip_path: Path | str, models_home: Path | str, name: str | None = None,
+                 overwrite: bool = False) -> Path:
+    """Install a zipped bundle safely into ``models_home/<name>``.
+
+    The zip is checked member by member (no absolute paths, no ``..``, no links, only allowed
+    file types, bounded size), extracted into a temporary folder, verified against its manifest,
+    and only then moved into place.
+
+    Args:
+        zip_path: the bundle zip (files at its root or under one top folder).
+        models_home: folder holding installed models.
+        name: install name; the manifest's ``name`` by default.
+        overwrite: replace an installed model of the same name.
+
+    Returns:
+        The installed bundle folder.
+
+    Raises:
+        BundleError: unsafe or tampered bundle, or the target exists.
+    """
+    zip_path, models_home = Path(zip_path), Path(models_home)
+    if not zipfile.is_zipfile(zip_path):
+        raise BundleError(f"{zip_path}: not a zip file; give a bundle made by `glioseg export-model`")
+    models_home.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path) as zf, tempfile.TemporaryDirectory(dir=models_home) as tmp:
+        members = [(m, _check_zip_member(m, zip_path)) for m in zf.infolist()]
+        if sum(m.file_size for m, _ in members) > MAX_BUNDLE_BYTES:
+            raise BundleError(f"{zip_path}: uncompressed size exceeds {MAX_BUNDLE_BYTES} bytes; refused")
+        for member, rel in members:
+            if rel is not None:
+                target = Path(tmp, *rel.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        root = _bundle_root(Path(tmp), zip_path)
+        manifest = verify_bundle(root)
+        install_name = name or str(manifest.get("name") or zip_path.stem)
+        _safe_relpath(install_name + ".json", "install name")
+        dest = models_home / install_name
+        if dest.exists():
+            if not overwrite:
+                raise BundleError(f"{dest}: a model named {install_name!r} is already installed; "
+                                  "pass --overwrite or --name")
+            shutil.rmtree(dest)
+        root.rename(dest)
+    return dest
+
+
+def _bundle_root(folder: Path, zip_path: Path) -> Path:
+    if (folder / MANIFEST).is_file():
+        return folder
+    subdirs = [p for p in folder.iterdir() if p.is_dir()]
+    if len(subdirs) == 1 and (subdirs[0] / MANIFEST).is_file():
+        return subdirs[0]
+    raise BundleError(f"{zip_path}: no {MANIFEST} at the zip's root or in one top folder")
+
+
+def export_model(bundle_dir: Path | str, zip_path: Path | str) -> Path:
+    """Zip a verified bundle folder (files at the zip root), atomically.
+
+    Raises:
+        BundleError: the folder does not verify against its manifest.
+    """
+    from glioseg.data.nifti import atomic_write
+
+    bundle_dir = Path(bundle_dir)
+    manifest = verify_bundle(bundle_dir)
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(bundle_dir / MANIFEST, MANIFEST)
+            for name in manifest["files"]:
+                zf.write(bundle_dir / name, name)
+
+    return atomic_write(Path(zip_path), write)
+
+
+def resolve_model(spec: Path | str | None, models_home: Path | str | None = None) -> Path:
+    """Find the model folder to use for prediction.
+
+    Args:
+        spec: a run directory or bundle folder, the name of an installed model, or None for the
+            shipped default model.
+        models_home: where installed models live (default :func:`default_models_home`).
+
+    Returns:
+        The folder. Bundles are verified when loaded (:func:`glioseg.training.trainer.load_run`).
+
+    Raises:
+        BundleError: nothing found.
+    """
+    if spec is None:
+        folder = default_model_dir()
+        if not (folder / MANIFEST).is_file():
+            raise BundleError(f"no model given (-m) and no default model shipped at {folder}; train one "
+                              "with `glioseg train` and pass -m RUN_DIR, or `glioseg import-model ZIP`")
+    else:
+        folder = Path(spec)
+        if not folder.exists():
+            home = Path(models_home) if models_home is not None else default_models_home()
+            candidate = home / str(spec)
+            if not candidate.is_dir():
+                raise BundleError(f"model {spec!r}: no such folder, and no installed model of that name in {home}")
+            folder = candidate
+    return folder
+
+
+def _strip_local_paths(info: dict[str, Any]) -> dict[str, Any]:
+    """run.json without the trainer's machine-local paths (they mean nothing elsewhere)."""
+    info = json.loads(json.dumps(info))
+    info.pop("preprocessed", None)
+    if isinstance(info.get("split"), dict):
+        info["split"].pop("splits_file", None)
+    return info
+
+
+def _copy_weights(src: Path, dst: Path, fp16: bool) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from glioseg.data.nifti import atomic_write
+
+    tensors = load_file(str(src))
+    with safe_open(str(src), framework="pt") as fh:
+        metadata = dict(fh.metadata() or {})
+    if fp16:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        metadata["storage"] = "fp16"
+    atomic_write(dst, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def make_bundle(run_dir: Path | str, out_dir: Path | str, info: dict[str, Any], fp16: bool = True,
+                stages: list[str] | None = None) -> dict[str, Any]:
+    """Turn a run directory into a bundle: config, run.json, postprocess.json, best weights per stage,
+    manifest.
+
+    Args:
+        run_dir: a finished ``glioseg train`` run directory.
+        out_dir: bundle folder to create (must not exist or be empty).
+        info: manifest fields (name, training, validation, ...).
+        fp16: store weights as float16 (halves the size; loaded back into float32 networks).
+        stages: stages to include (default: every stage with ``model.safetensors``).
+
+    Returns:
+        The manifest.
+
+    Raises:
+        BundleError: no trained stage, or the output folder is not empty.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    for name in ("config.yaml", "run.json"):
+        if not (run_dir / name).is_file():
+            raise BundleError(f"{run_dir}: {name} missing; give a run directory made by `glioseg train`")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BundleError(f"{out_dir}: exists and is not empty; choose a new folder")
+    run_info = json.loads((run_dir / "run.json").read_text())
+    names = stages or [s for s in run_info.get("stage_order", []) if (run_dir / s / "model.safetensors").is_file()]
+    if not names:
+        raise BundleError(f"{run_dir}: no stage has model.safetensors; train first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "config.yaml", out_dir / "config.yaml")
+    run_info = _strip_local_paths(run_info)
+    (out_dir / "run.json").write_text(json.dumps(run_info, indent=1) + "\n")
+    for name in names:
+        _copy_weights(run_dir / name / "model.safetensors", out_dir / name / "model.safetensors", fp16)
+    if (run_dir / "postprocess.json").is_file():
+        shutil.copyfile(run_dir / "postprocess.json", out_dir / "postprocess.json")
+    fields = {"label_scheme": run_info.get("label_scheme"), "normalisation": run_info.get("normalisation"),
+              "stages": {n: run_info.get("stages", {}).get(n, {}) for n in names}, **info}
+    return write_manifest(out_dir, fields)

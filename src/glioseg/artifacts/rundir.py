@@ -1,0 +1,260 @@
+"""The run directory: resolved config, run.json, split, logs, and loading a run for inference.
+
+::
+
+    RUN/config.yaml                 resolved TrainConfig
+    RUN/run.json                    label scheme, preprocessing/normalisation, split, versions, stages
+    RUN/splits.json                 the split used (kept so that every stage and resume agree)
+    RUN/<stage>/model.safetensors   best weights (by mean validation Dice)
+    RUN/<stage>/last.safetensors    latest weights; state.pt: optimiser, progress, RNG
+    RUN/<stage>/log.csv, curve.png, tb/   per-epoch log, training curve, TensorBoard scalars
+
+``glioseg train --all-folds`` makes one such run per fold in ``RUN/fold_<k>/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from glioseg.config import ConfigError, StageConfig, TrainConfig, load_config, save_config, to_dict
+from glioseg.data.nifti import atomic_write
+from glioseg.networks import build_model
+from glioseg.runtime import select_device
+from glioseg.training.checkpoint import INFERENCE_KEYS, Progress, TrainError, load_weights
+from glioseg.training.losses import output_channels
+
+RUN_FORMAT = "glioseg-run/1"
+
+
+@dataclass
+class StageModel:
+    """A trained stage ready for inference: ``model`` in eval mode, on the CPU.
+
+    Attributes:
+        patch_size: sliding-window tile for inference (the stage's ``val_window`` when set,
+            else its training patch).
+        target: ``regions`` (sigmoid WT/TC/ET) or ``labels`` (softmax BG/NCR/ED/ET).
+    """
+
+    name: str
+    model: nn.Module
+    spacing_mm: float | None
+    patch_size: tuple[int, int, int]
+    target: str
+    config: StageConfig
+
+
+@dataclass
+class RunBundle:
+    """Everything prediction needs from a run directory."""
+
+    run_dir: Path
+    config: TrainConfig
+    info: dict[str, Any]
+    stages: dict[str, StageModel]
+
+    @property
+    def label_scheme(self) -> str | None:
+        """Label scheme of the training segmentations (for writing predictions)."""
+        return self.info.get("label_scheme")
+
+
+def build_stage_model(stage: StageConfig) -> nn.Module:
+    """The network of a stage (output channels from its target)."""
+    return build_model(stage.model.name, **stage.model.kwargs(output_channels(stage.target)))
+
+
+def write_logs(stage_dir: Path, history: list[dict[str, float]]) -> None:
+    """Rewrite ``log.csv`` and ``curve.png`` from the per-epoch history (atomic)."""
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+
+    atomic_write(stage_dir / "log.csv", write_csv)
+    atomic_write(stage_dir / "curve.png", lambda tmp: plot_curve(history, tmp))
+
+
+def plot_curve(history: list[dict[str, float]], path: Path) -> None:
+    """Training loss and validation Dice per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [row["epoch"] for row in history]
+    ax.plot(epochs, [row["train_loss"] for row in history], label="train loss", color="black")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    for key in ("dice_WT", "dice_TC", "dice_ET"):
+        pts = [(row["epoch"], row[key]) for row in history if key in row and not math.isnan(row[key])]
+        if pts:
+            ax2.plot(*zip(*pts, strict=True), marker="o", label=key)
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("validation Dice")
+    fig.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _update_run_json(run_dir: Path, update: Any) -> dict[str, Any]:
+    """Read-modify-write ``run.json`` under a file lock (stages may train concurrently)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / ".run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = run_dir / "run.json"
+        info = json.loads(path.read_text()) if path.is_file() else {}
+        update(info)
+        text = json.dumps(info, indent=1)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
+    return info
+
+
+def record_stage(run_dir: Path, stage: StageConfig, progress: Progress) -> None:
+    """Store a stage's inference settings and best validation scores in ``run.json``."""
+    best = next((r for r in progress.history if r["epoch"] == progress.best_epoch), {})
+
+    def update(info: dict[str, Any]) -> None:
+        info.setdefault("stages", {})[stage.name] = {
+            "spacing_mm": stage.spacing_mm, "patch_size": list(stage.val_window or stage.patch_size),
+            "target": stage.target, "model": to_dict(stage.model), "cascade_from": stage.cascade_from,
+            "epochs_done": progress.epoch, "epochs": stage.epochs, "train_seconds": round(progress.seconds, 1),
+            "best_epoch": progress.best_epoch,
+            "best_validation": {k: v for k, v in best.items() if k.startswith("dice_")},
+        }
+
+    _update_run_json(run_dir, update)
+
+
+def prepare_run(config: TrainConfig, preprocessed: Path | str, run_dir: Path | str,
+                split: dict[str, Any]) -> None:
+    """Write ``config.yaml`` and the run-wide part of ``run.json`` (main process only).
+
+    Raises:
+        ConfigError: ``run_dir`` holds a trained stage whose inference settings differ.
+    """
+    run_dir, root = Path(run_dir), Path(preprocessed)
+    config_path = run_dir / "config.yaml"
+    if config_path.is_file():
+        old = load_config(config_path)
+        for s in old.stages:
+            new = next((n for n in config.stages if n.name == s.name), None)
+            if (run_dir / s.name / "model.safetensors").is_file() and (
+                    new is None or any(to_dict(s)[k] != to_dict(new)[k] for k in INFERENCE_KEYS)):
+                raise ConfigError(f"{config_path}: stage {s.name} was trained with other settings; "
+                                  "use a new run directory or the same config")
+    save_config(config, config_path)
+    dataset_json = root / "dataset.json"
+    preprocessing = json.loads(dataset_json.read_text()) if dataset_json.is_file() else {}
+    schemes = preprocessing.get("label_schemes") or [None]
+    versions = {"glioseg": _version(), "torch": torch.__version__, "python": platform.python_version()}
+
+    def update(info: dict[str, Any]) -> None:
+        info.update({"format": RUN_FORMAT, "preset": config.preset, "label_scheme": schemes[0],
+                     "normalisation": {"method": "z-score inside the brain after percentile clipping",
+                                       **preprocessing.get("params", {})},
+                     "preprocessed": str(root.resolve()), "split": split, "versions": versions,
+                     "stage_order": [s.name for s in config.stages]})
+        info.setdefault("stages", {})
+
+    _update_run_json(run_dir, update)
+
+
+def _version() -> str:
+    from glioseg import __version__
+
+    return __version__
+
+
+def resolve_split(preprocessed: Path | str, run_dir: Path | str, config: TrainConfig,
+                  splits_path: Path | str | None = None, fold: int | None = None) -> dict[str, Any]:
+    """The train/val case lists of a run: from ``splits_path``, the run's own ``splits.json``,
+    ``PREPROCESSED/splits.json`` (``glioseg split``), or new splits (``config.folds`` folds when
+    ``fold`` is given, else one ``val_fraction`` split).
+
+    Returns:
+        ``{"fold", "train", "val", "splits_file"}``.
+
+    Raises:
+        TrainError: no preprocessed cases, or split cases that are not preprocessed.
+    """
+    from glioseg.preprocessing.normalize import list_preprocessed
+    from glioseg.preprocessing.splits import get_fold, load_splits, make_splits
+
+    cases = list_preprocessed(preprocessed)
+    if not cases:
+        raise TrainError(f"{preprocessed}: no preprocessed cases; run `glioseg preprocess` first")
+    own, shared = Path(run_dir) / "splits.json", Path(preprocessed) / "splits.json"
+    if splits_path is not None:
+        splits = load_splits(splits_path)
+    elif own.is_file() or shared.is_file():
+        splits_path = own if own.is_file() else shared
+        splits = load_splits(splits_path)
+    else:
+        # a small dataset gets at least one validation case
+        splits = make_splits(cases, config.folds if fold is not None else 1, config.seed,
+                             val_fraction=max(config.val_fraction, 1.0 / len(cases)))
+    train, val = get_fold(splits, fold or 0)
+    missing = sorted(set(train + val) - set(cases))
+    if missing:
+        raise TrainError(f"{preprocessed}: split cases {missing[:5]} are not preprocessed; preprocess "
+                         "them or make the splits from this folder")
+    return {"fold": fold or 0, "train": train, "val": val, "splits": splits,
+            "splits_file": str(splits_path) if splits_path else str(own)}
+
+
+def load_run(run_dir: Path | str, device: str = "cpu") -> RunBundle:
+    """Load the trained stages of a run directory (or bundle) for inference.
+
+    Args:
+        run_dir: folder with ``config.yaml``, ``run.json`` and ``<stage>/model.safetensors``.
+        device: where to put the networks.
+
+    Returns:
+        The bundle; ``stages`` holds every stage that has weights, in the config's order.
+
+    Raises:
+        TrainError: missing files or no trained stage.
+        glioseg.artifacts.bundles.BundleError: a bundle whose files do not match its manifest.
+    """
+    from glioseg.artifacts.bundles import MANIFEST, verify_bundle
+
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "run.json"):
+        if not (run_dir / name).is_file():
+            raise TrainError(f"{run_dir}: {name} missing; give a run directory made by `glioseg train`")
+    if (run_dir / MANIFEST).is_file():
+        verify_bundle(run_dir)  # a bundle: every file must match its sha256 before anything is loaded
+    config = load_config(run_dir / "config.yaml")
+    info = json.loads((run_dir / "run.json").read_text())
+    stages: dict[str, StageModel] = {}
+    for stage in config.stages:
+        weights = run_dir / stage.name / "model.safetensors"
+        if not weights.is_file():
+            continue
+        model = build_stage_model(stage)
+        load_weights(model, weights)
+        model.to(select_device(device)).eval()
+        window = stage.val_window or stage.patch_size
+        stages[stage.name] = StageModel(stage.name, model, stage.spacing_mm, window, stage.target, stage)
+    if not stages:
+        raise TrainError(f"{run_dir}: no stage has model.safetensors yet; train one with `glioseg train`")
+    return RunBundle(run_dir, config, info, stages)

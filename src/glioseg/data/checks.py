@@ -1,0 +1,498 @@
+"""Input checks: find everything wrong with a dataset's cases before any work is done on them.
+
+Each file is opened and read once. Every problem becomes a :class:`Finding` (an error or a
+warning) whose one-line message names the case, the file and what to do; a broken case never
+stops the check of the others. :func:`check_dataset` decides the label scheme once for the
+whole dataset (from the layout, or from the values of all segmentations together).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from glioseg.data.layouts import find_cases
+from glioseg.data.nifti import (
+    AFFINE_TOLERANCE_MM,
+    MODALITIES,
+    CaseError,
+    CaseFiles,
+    Geometry,
+    atomic_write,
+    load_nifti,
+)
+from glioseg.labels import SCHEMES, LabelScheme, LabelSchemeError, detect_scheme, get_scheme
+
+Severity = Literal["error", "warning"]
+EXPECTED_SPACING_MM = 1.0
+SPACING_TOLERANCE = 0.25  # warn when a voxel side is off 1 mm by more than this fraction
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem of one case.
+
+    Attributes:
+        severity: ``"error"`` (the case cannot be used) or ``"warning"``.
+        check: short machine-readable name, e.g. ``"missing-modality"``, ``"nan"``.
+        message: what is wrong and what to do.
+        path: the file concerned, or None.
+    """
+
+    severity: Severity
+    check: str
+    message: str
+    path: Path | None = None
+
+    def line(self, case_id: str) -> str:
+        """One line naming the case, the file and the fix."""
+        where = f" [{self.path}]" if self.path is not None else ""
+        return f"{self.severity.upper()} case {case_id}{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"severity": self.severity, "check": self.check, "message": self.message,
+                "path": str(self.path) if self.path is not None else None}
+
+
+@dataclass
+class CaseReport:
+    """Result of checking one case.
+
+    Attributes:
+        case_id: the case.
+        layout: layout it was found in.
+        findings: errors and warnings, in the order found.
+        shape: on-disk spatial shape of the reference image, or None if unreadable.
+        spacing: voxel size in mm, or None.
+        label_values: distinct values in the segmentation, or None without a readable one.
+        scheme_hint: label scheme that the layout implies, or None.
+        label_path: the segmentation file, or None.
+        scheme: label scheme the segmentation was checked against, or None.
+        seconds: time spent on the case.
+    """
+
+    case_id: str
+    layout: str
+    findings: list[Finding] = field(default_factory=list)
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    label_values: tuple[int, ...] | None = None
+    scheme_hint: str | None = None
+    label_path: Path | None = None
+    scheme: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> list[Finding]:
+        """Findings of severity error."""
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        """Findings of severity warning."""
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """True when the case has no error (warnings allowed)."""
+        return not self.errors
+
+    @property
+    def status(self) -> str:
+        """``"fail"``, ``"warn"`` or ``"ok"``."""
+        return "fail" if self.errors else "warn" if self.warnings else "ok"
+
+    def error(self, check: str, message: str, path: Path | None = None) -> None:
+        """Record an error (whitespace collapsed: one line per finding)."""
+        self.findings.append(Finding("error", check, " ".join(message.split()), path))
+
+    def warn(self, check: str, message: str, path: Path | None = None) -> None:
+        """Record a warning (whitespace collapsed: one line per finding)."""
+        self.findings.append(Finding("warning", check, " ".join(message.split()), path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "case_id": self.case_id, "layout": self.layout, "status": self.status,
+            "scheme": self.scheme, "shape": list(self.shape) if self.shape else None,
+            "spacing": [round(s, 4) for s in self.spacing] if self.spacing else None,
+            "label_values": list(self.label_values) if self.label_values is not None else None,
+            "seconds": round(self.seconds, 3),
+            "errors": [f.to_dict() for f in self.errors],
+            "warnings": [f.to_dict() for f in self.warnings],
+        }
+
+
+@dataclass
+class DatasetReport:
+    """Result of checking a dataset.
+
+    Attributes:
+        root: the dataset folder.
+        layout: detected (or forced) layout, or None when no case was found.
+        cases: one report per case, sorted by ID.
+        errors: dataset-level problems (no cases, unreadable dataset.json, undecidable scheme).
+        scheme: label scheme used for the segmentations, or None.
+        seconds: total time.
+    """
+
+    root: Path
+    layout: str | None
+    cases: list[CaseReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    scheme: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no dataset-level error and no case failed."""
+        return not self.errors and all(c.ok for c in self.cases)
+
+    @property
+    def n_failed(self) -> int:
+        """Number of cases with at least one error."""
+        return sum(not c.ok for c in self.cases)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what ``glioseg check --json`` writes)."""
+        return {
+            "root": str(self.root), "layout": self.layout, "scheme": self.scheme, "ok": self.ok,
+            "n_cases": len(self.cases), "n_failed": self.n_failed,
+            "n_warned": sum(c.status == "warn" for c in self.cases),
+            "seconds": round(self.seconds, 3), "errors": list(self.errors),
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+
+@dataclass
+class _Volume:
+    """A file read once: its geometry and raw voxels (None when they could not be read)."""
+
+    path: Path
+    geometry: Geometry
+    data: np.ndarray | None
+    shape: tuple[int, ...]
+
+
+def _read_file(path: Path, report: CaseReport) -> _Volume | None:
+    """Open and read one file completely; record why not on failure."""
+    try:
+        img = load_nifti(path, report.case_id)
+    except CaseError as exc:
+        check = "missing-file" if not path.is_file() else "empty-file" if "0 bytes" in str(exc) else "unreadable"
+        report.error(check, exc.message, path)
+        return None
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) < 3:
+        report.error("dimensions", f"{len(shape)}-D image of shape {shape}; expected a 3-D volume "
+                     "(X, Y, Z): re-export the full volume", path)
+        return None
+    try:
+        geometry = Geometry.from_image(img)
+    except ValueError as exc:
+        report.error("affine", str(exc), path)
+        return None
+    try:  # unscaled: no float64 copy of integer data; NaN/inf can only hide in float files
+        data = np.asarray(img.dataobj.get_unscaled()) if hasattr(img.dataobj, "get_unscaled") \
+            else np.asarray(img.dataobj)
+    except (EOFError, OSError, ValueError, zlib.error) as exc:
+        report.error("truncated", f"data are truncated or corrupt ({type(exc).__name__}: {exc}); "
+                     "re-export or re-download the file", path)
+        data = None
+    return _Volume(path, geometry, data, shape)
+
+
+def _channel(volume: _Volume, index: int | None, name: str, report: CaseReport) -> np.ndarray | None:
+    """The 3-D array of a modality from its file (one volume of a 4-D file when ``index`` is set)."""
+    shape = volume.shape
+    if index is None:
+        if len(shape) == 4 and shape[3] == 1:
+            return None if volume.data is None else volume.data[..., 0]
+        if len(shape) != 3:
+            report.error("dimensions", f"{name}: {len(shape)}-D image of shape {shape}; expected a 3-D "
+                         "volume: give one 3-D file per modality", volume.path)
+            return None
+        return volume.data
+    if len(shape) != 4 or index >= shape[3]:
+        report.error("dimensions", f"{name}: expected a 4-D file with >= {index + 1} volumes, got shape "
+                     f"{shape}; check the dataset.json channel order", volume.path)
+        return None
+    return None if volume.data is None else volume.data[..., index]
+
+
+def _check_values(data: np.ndarray, name: str, path: Path, report: CaseReport) -> None:
+    """NaN/inf and all-zero checks of one image channel."""
+    if data.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad:
+            report.error("nan", f"{name} has {bad} NaN/inf voxels; replace them (e.g. by 0) and re-export",
+                         path)
+    if not data.any():
+        report.error("all-zero", f"{name} is all zeros; the file holds no image, re-export it", path)
+
+
+def _check_geometry(geo: Geometry, ref: tuple[str, Geometry], name: str, path: Path,
+                    report: CaseReport, atol: float) -> None:
+    """Shape and affine of a modality (or the segmentation) against the reference modality."""
+    ref_name, ref_geo = ref
+    if geo.shape != ref_geo.shape:
+        report.error("shape-mismatch", f"{name} shape {geo.shape} differs from {ref_name} shape "
+                     f"{ref_geo.shape}; co-register / resample it onto the {ref_name} grid", path)
+    elif not np.allclose(geo.affine, ref_geo.affine, rtol=0.0, atol=atol):
+        diff = float(np.abs(geo.affine - ref_geo.affine).max())
+        report.error("affine-mismatch", f"{name} affine differs from {ref_name}'s by up to {diff:.3g} "
+                     f"(tolerance {atol:g}); co-register the modalities or fix the header", path)
+
+
+def _check_spacing(geo: Geometry, path: Path, report: CaseReport) -> None:
+    spacing = geo.spacing
+    report.spacing = spacing
+    if any(abs(s - EXPECTED_SPACING_MM) > SPACING_TOLERANCE * EXPECTED_SPACING_MM for s in spacing):
+        report.warn("spacing", f"voxel size {tuple(round(s, 3) for s in spacing)} mm is not ~1 mm "
+                    "isotropic like BraTS; resample to 1 mm for models trained on BraTS", path)
+
+
+def _check_images(files: CaseFiles, report: CaseReport, atol: float) -> Geometry | None:
+    """Check the four modalities; returns the reference geometry (first readable modality)."""
+    missing = [m for m in MODALITIES if m not in files.images]
+    if missing:
+        folder = next(iter(files.images.values())).path.parent if files.images else None
+        report.error("missing-modality", f"missing modalities {missing}; every case needs "
+                     f"{list(MODALITIES)} (add the files or remove the case)", folder)
+    volumes: dict[Path, _Volume | None] = {}  # one read per file, also for 4-D stacks
+    ref: tuple[str, Geometry] | None = None
+    for name in MODALITIES:
+        if name not in files.images:
+            continue
+        src = files.images[name]
+        if src.path not in volumes:
+            volumes[src.path] = _read_file(src.path, report)
+        volume = volumes[src.path]
+        if volume is None:
+            continue
+        if ref is None:
+            ref = (name, volume.geometry)
+            _check_spacing(volume.geometry, src.path, report)
+        elif src.volume is None:
+            _check_geometry(volume.geometry, ref, name, src.path, report, atol)
+        data = _channel(volume, src.volume, name, report)
+        if data is not None:
+            _check_values(data, name, src.path, report)
+    if ref is not None:
+        report.shape = ref[1].shape
+    return ref[1] if ref is not None else None
+
+
+def _label_values(data: np.ndarray) -> np.ndarray:
+    """Distinct values of a label map (bincount when the values are small non-negative ints)."""
+    if data.dtype.kind in "ui" and data.size:
+        low, high = int(data.min()), int(data.max())
+        if low >= 0 and high < 65536:
+            return np.flatnonzero(np.bincount(data.ravel(), minlength=high + 1))
+    return np.unique(data)
+
+
+def _check_label(files: CaseFiles, ref: Geometry | None, report: CaseReport, atol: float) -> None:
+    """Read the segmentation once; check geometry, integer values and emptiness."""
+    if files.label is None:
+        return
+    report.label_path = files.label
+    volume = _read_file(files.label, report)
+    if volume is None:
+        return
+    data = _channel(volume, None, "segmentation", report)
+    if ref is not None:
+        _check_geometry(volume.geometry, ("image", ref), "segmentation", files.label, report, atol)
+    if data is None:
+        return
+    values = _label_values(data)
+    if data.dtype.kind == "f" and not (np.isfinite(values).all() and np.array_equal(values, np.round(values))):
+        report.error("label-values", "segmentation holds non-integer values; save integer labels", files.label)
+        return
+    report.label_values = tuple(int(v) for v in values)
+    if not any(report.label_values):
+        report.warn("empty-seg", "segmentation is empty (background only); check it is the right file",
+                    files.label)
+
+
+def inspect_case(files: CaseFiles, atol: float = AFFINE_TOLERANCE_MM) -> CaseReport:
+    """Read every file of a case once and record all problems except the label scheme.
+
+    Args:
+        files: the case's files.
+        atol: tolerance on affine differences between modalities (mm / direction units).
+
+    Returns:
+        The report; never raises for a problem of the case's files.
+    """
+    start = time.perf_counter()
+    report = CaseReport(files.case_id, files.layout, scheme_hint=files.scheme_hint)
+    for problem in files.problems:
+        report.error("duplicate", problem)
+    try:
+        ref = _check_images(files, report, atol)
+        _check_label(files, ref, report, atol)
+    except Exception as exc:  # noqa: BLE001 -- isolate the case whatever went wrong
+        report.error("internal", f"unexpected {type(exc).__name__}: {exc}; please report this")
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def decide_scheme(reports: Sequence[CaseReport],
+                  label_scheme: str | LabelScheme | None = None) -> LabelScheme | None:
+    """Label scheme of a set of cases: the given one, else the layout's, else from all values.
+
+    Args:
+        reports: inspected cases (their ``label_values`` and ``scheme_hint``).
+        label_scheme: scheme given by the user, or None.
+
+    Returns:
+        The scheme, or None when no case has a readable segmentation.
+
+    Raises:
+        LabelSchemeError: unknown ``label_scheme``, or the values leave the scheme undecided.
+    """
+    if label_scheme is not None:
+        return get_scheme(label_scheme)
+    values = set().union(*(r.label_values for r in reports if r.label_values is not None))
+    if not any(r.label_values is not None for r in reports):
+        return None
+    hints = {r.scheme_hint for r in reports}
+    hint = hints.pop() if len(hints) == 1 else None
+    if hint is not None:
+        hinted = get_scheme(hint)
+        if hinted.name == "brats2023" and not set(values) <= hinted.file_values \
+                and set(values) <= SCHEMES["brats2024"].file_values:
+            return SCHEMES["brats2024"]
+        return hinted  # values outside it are per-case errors, not a reason to guess
+    return detect_scheme(values, None, "dataset")
+
+
+def apply_scheme(report: CaseReport, scheme: LabelScheme) -> None:
+    """Check a case's label values against a scheme (error for values it does not define)."""
+    report.scheme = scheme.name
+    if report.label_values is None:
+        return
+    unexpected = sorted(set(report.label_values) - scheme.file_values)
+    if unexpected:
+        report.error("label-values", f"unexpected label values {unexpected} for scheme {scheme.name} "
+                     f"({scheme.description}); fix the segmentation, or pass --label-scheme if the "
+                     "dataset uses another scheme", report.label_path)
+
+
+def _settle_schemes(reports: Sequence[CaseReport], label_scheme: str | LabelScheme | None) -> list[str]:
+    """Decide the scheme and check every case against it; returns dataset-level errors."""
+    try:
+        scheme = decide_scheme(reports, label_scheme)
+    except LabelSchemeError as exc:
+        for report in reports:
+            if report.label_values is not None:
+                report.error("label-scheme", str(exc).replace("dataset: ", ""), report.label_path)
+        return [str(exc)]
+    if scheme is not None:
+        for report in reports:
+            apply_scheme(report, scheme)
+    return []
+
+
+def check_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
+               atol: float = AFFINE_TOLERANCE_MM) -> CaseReport:
+    """Check one case: files, dimensions, geometry, values, segmentation and its scheme.
+
+    Args:
+        files: the case's files.
+        label_scheme: scheme of the segmentation; from the layout or the values when None.
+        atol: tolerance on affine differences between modalities.
+
+    Returns:
+        The case's report (``report.ok`` False when the case cannot be used).
+    """
+    report = inspect_case(files, atol)
+    _settle_schemes([report], label_scheme)
+    return report
+
+
+def check_dataset(root: Path | str, label_scheme: str | LabelScheme | None = None,
+                  layout: str | None = None, workers: int = 1,
+                  atol: float = AFFINE_TOLERANCE_MM) -> DatasetReport:
+    """Check every case of a dataset; the label scheme is decided once for all cases.
+
+    Args:
+        root: dataset folder (any layout) or one case folder.
+        label_scheme: scheme of the segmentations; detected when None.
+        layout: force a layout; detected when None.
+        workers: threads reading cases in parallel (decompression releases the GIL).
+        atol: tolerance on affine differences between modalities.
+
+    Returns:
+        The report; a dataset that cannot be read at all gives a report with ``errors`` set.
+    """
+    from glioseg.data.layouts import DatasetError
+
+    start = time.perf_counter()
+    report = DatasetReport(Path(root), layout)
+    try:
+        cases = find_cases(root, layout)
+        if label_scheme is not None:
+            get_scheme(label_scheme)
+    except (DatasetError, LabelSchemeError) as exc:
+        report.errors.append(str(exc))
+        return report
+    report.layout = cases[0].layout
+    report.cases = _inspect_all(cases, workers, atol)
+    report.errors.extend(_settle_schemes(report.cases, label_scheme))
+    report.scheme = next((c.scheme for c in report.cases if c.scheme is not None), None)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _inspect_all(cases: Sequence[CaseFiles], workers: int, atol: float) -> list[CaseReport]:
+    if workers <= 1 or len(cases) <= 1:
+        return [inspect_case(c, atol) for c in cases]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda c: inspect_case(c, atol), cases))
+
+
+def write_report_json(report: DatasetReport, path: Path | str) -> Path:
+    """Write the dataset report as JSON, atomically."""
+    text = json.dumps(report.to_dict(), indent=2)
+    return atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def report_lines(report: DatasetReport) -> Iterable[str]:
+    """One line per dataset-level error and per finding, errors first."""
+    for message in report.errors:
+        yield f"ERROR dataset {report.root}: {message}"
+    for severity in ("error", "warning"):
+        for case in report.cases:
+            for finding in case.findings:
+                if finding.severity == severity:
+                    yield finding.line(case.case_id)
+
+
+def report_table(report: DatasetReport) -> Any:
+    """A rich Table with one row per case (rich is imported here, not at module import)."""
+    from rich.table import Table
+
+    table = Table(title=f"glioseg check {report.root} ({report.layout}, scheme {report.scheme})")
+    for column in ("case", "status", "shape", "spacing (mm)", "labels", "problems"):
+        table.add_column(column)
+    style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+    for case in report.cases:
+        table.add_row(
+            case.case_id, f"[{style[case.status]}]{case.status}[/]",
+            "x".join(map(str, case.shape)) if case.shape else "-",
+            "x".join(f"{s:.3g}" for s in case.spacing) if case.spacing else "-",
+            ",".join(map(str, case.label_values)) if case.label_values is not None else "-",
+            "; ".join(f.check for f in case.findings) or "-",
+        )
+    return table

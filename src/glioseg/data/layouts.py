@@ -1,0 +1,289 @@
+"""Finding cases on disk in every supported dataset layout.
+
+Layouts:
+
+- ``brats2017``: BraTS 2017-2021 folders ``<ID>/<ID>_{t1,t1ce,t2,flair}[_seg].nii.gz``, also
+  nested (``HGG/``, ``LGG/``) at any depth.
+- ``brats2023``: BraTS 2023+ folders ``<ID>/<ID>-{t1n,t1c,t2w,t2f}[-seg].nii.gz``.
+- ``msd``: MSD Task01 ``imagesTr/*.nii.gz`` 4-D (FLAIR, T1w, T1gd, T2w) + ``labelsTr`` +
+  ``dataset.json``.
+- ``nnunet``: nnU-Net raw ``imagesTr/CASE_000{0..3}.nii.gz`` + ``labelsTr`` + ``dataset.json``
+  whose ``channel_names`` say which channel is which.
+- ``files``: one case given file by file (:func:`case_from_files`).
+
+Channels always come out in the order of :data:`glioseg.data.nifti.MODALITIES` (T1, T1ce, T2, FLAIR).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from glioseg.data.nifti import MODALITIES, CaseFiles, ImageSource
+
+NII = (".nii.gz", ".nii")
+BRATS2017_SUFFIX = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
+BRATS2023_SUFFIX = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+MSD_CHANNELS = ("flair", "t1", "t1ce", "t2")  # Task01 imagesTr channel order
+CHANNEL_NAME_ALIASES: dict[str, str] = {
+    "t1": "t1", "t1w": "t1", "t1n": "t1", "native": "t1",
+    "t1ce": "t1ce", "t1c": "t1ce", "t1gd": "t1ce", "t1-gd": "t1ce", "t1_gd": "t1ce",
+    "t1wce": "t1ce", "t1_ce": "t1ce", "t1post": "t1ce", "t1-ce": "t1ce",
+    "t2": "t2", "t2w": "t2",
+    "flair": "flair", "t2f": "flair", "t2-flair": "flair", "t2_flair": "flair", "t2flair": "flair",
+}
+LAYOUTS = ("brats2017", "brats2023", "msd", "nnunet")
+
+
+class DatasetError(Exception):
+    """The dataset folder cannot be understood as any supported layout."""
+
+
+def strip_nii(name: str) -> str | None:
+    """File name without its NIfTI extension, or None if it is not a NIfTI file."""
+    for ext in NII:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and strip_nii(p.name) is not None
+                  and not p.name.startswith("."))
+
+
+def _match_brats_folder(folder: Path, sep: str, suffixes: dict[str, str]) -> list[CaseFiles]:
+    """The cases in one folder of a BraTS layout: one for a case folder, several when the files
+    of many cases lie flat in one folder, none when the folder holds no case of this layout.
+
+    A modality given twice (e.g. ``X_t1.nii`` next to ``X_t1.nii.gz``) is recorded in
+    ``CaseFiles.problems`` rather than raised, so that the other cases go on.
+    """
+    pattern = re.compile(rf"^(?P<id>.+){re.escape(sep)}(?P<suffix>[A-Za-z0-9]+)$")
+    wanted = set(suffixes.values()) | {"seg"}
+    groups: dict[str, dict[str, list[Path]]] = {}
+    for path in _nifti_files(folder):
+        m = pattern.match(strip_nii(path.name) or "")
+        if m and m["suffix"].lower() in wanted:
+            groups.setdefault(m["id"], {}).setdefault(m["suffix"].lower(), []).append(path)
+    groups = {i: g for i, g in groups.items() if set(g) & set(suffixes.values())}
+    layout = "brats2017" if sep == "_" else "brats2023"
+    cases = []
+    for file_id, by_suffix in sorted(groups.items()):
+        case_id = folder.name if len(groups) == 1 else file_id
+        problems = tuple(f"duplicate '{suffix}' files {[p.name for p in paths]} in {folder}; keep one"
+                         for suffix, paths in sorted(by_suffix.items()) if len(paths) > 1)
+        images = {mod: ImageSource(by_suffix[suf][0]) for mod, suf in suffixes.items() if suf in by_suffix}
+        label = by_suffix["seg"][0] if "seg" in by_suffix else None
+        cases.append(CaseFiles(case_id, images, label, layout, layout, problems))
+    return cases
+
+
+def _find_brats(root: Path, layout: str | None = None) -> tuple[str, list[CaseFiles]] | None:
+    found: dict[str, list[CaseFiles]] = {"brats2017": [], "brats2023": []}
+    candidates = [(name, sep, suffixes) for name, sep, suffixes in
+                  (("brats2023", "-", BRATS2023_SUFFIX), ("brats2017", "_", BRATS2017_SUFFIX))
+                  if layout in (None, name)]
+    folders = [root, *sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))]
+    for folder in folders:
+        for name, sep, suffixes in candidates:
+            cases = _match_brats_folder(folder, sep, suffixes)
+            if cases:
+                found[name].extend(cases)
+                break
+    for name in ("brats2017", "brats2023"):
+        if found[name]:
+            return name, found[name]
+    return None
+
+
+def _read_dataset_json(root: Path) -> dict:
+    path = root / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc}); fix or remove it") from exc
+
+
+def _channel_map(channel_names: dict[str, str], source: Path) -> dict[str, int]:
+    """dataset.json channel names -> {modality: channel index}."""
+    out: dict[str, int] = {}
+    for index, name in channel_names.items():
+        key = CHANNEL_NAME_ALIASES.get(str(name).strip().lower().replace(" ", ""))
+        if key is None:
+            raise DatasetError(f"{source}: unknown channel name {name!r}; expected one of "
+                               f"{sorted(set(CHANNEL_NAME_ALIASES))}")
+        out[key] = int(index)
+    missing = [m for m in MODALITIES if m not in out]
+    if missing:
+        raise DatasetError(f"{source}: channel_names lacks {missing}; glioseg needs {list(MODALITIES)}")
+    return out
+
+
+def _label_for(root: Path, case_id: str) -> Path | None:
+    for ext in NII:
+        path = root / "labelsTr" / f"{case_id}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _find_msd(root: Path, images_dir: Path) -> list[CaseFiles]:
+    meta = _read_dataset_json(root)
+    modality = meta.get("modality") or meta.get("channel_names")
+    channels = _channel_map(modality, root / "dataset.json") if modality else dict(
+        zip(MSD_CHANNELS, range(4), strict=True))
+    cases = []
+    for path in _nifti_files(images_dir):
+        case_id = strip_nii(path.name) or path.name
+        images = {m: ImageSource(path, channels[m]) for m in MODALITIES}
+        cases.append(CaseFiles(case_id, images, _label_for(root, case_id), "msd", "msd"))
+    return cases
+
+
+def _label_role(name: str) -> int | None:
+    """Canonical label meant by a dataset.json label name (``"edema"`` -> ED), or None."""
+    from glioseg.labels import BG, ED, ET, NCR, RC
+
+    text = name.strip().lower().replace("_", " ").replace("-", " ")
+    rules = ((("background",), BG), (("non enh", "nonenh", "necro", "netc", "ncr", "net"), NCR),
+             (("edema", "oedema", "snfh", "ed"), ED), (("enhanc", "et"), ET),
+             (("resection", "cavity", "rc"), RC))
+    for keys, role in rules:
+        if any(text == k or (len(k) > 3 and k in text) for k in keys):
+            return role
+    return None
+
+
+def _scheme_from_labels(meta: dict) -> str | None:
+    """Label scheme that an nnU-Net dataset.json states, or None when it does not say.
+
+    Reads ``glioseg_label_scheme`` if present, else the ``labels`` names: nnU-Net v1
+    (``{"1": "edema"}``), v2 (``{"edema": 1}``) and v2 region-based (``{"tumor core": [2, 3]}``).
+    """
+    from glioseg.labels import NCR, SCHEMES
+
+    if isinstance(meta.get("glioseg_label_scheme"), str):
+        return meta["glioseg_label_scheme"]
+    labels = meta.get("labels")
+    if not isinstance(labels, dict):
+        return None
+    pairs: list[tuple[str, Any]]
+    if all(str(k).strip().isdigit() for k in labels):  # v1: value -> name
+        pairs = [(str(name), int(k)) for k, name in labels.items()]
+    else:
+        pairs = [(str(k), v) for k, v in labels.items()]
+    regions: dict[str, tuple[int, ...]] = {
+        name.lower(): tuple(v) for name, v in pairs if isinstance(v, list)}
+    if regions:  # region-based: the tumour core's values tell where NCR is
+        core = next((v for n, v in regions.items() if "core" in n), None)
+        wanted: dict[tuple[int, ...], str] = {(2, 3): "msd", (1, 3): "brats2023", (1, 4): "brats2017"}
+        return wanted.get(tuple(sorted(core))) if core else None
+    to_file: dict[int, int] = {}
+    for name, value in pairs:
+        role = _label_role(name)
+        if role is None or not isinstance(value, int):
+            return None
+        to_file[role] = value
+    matches = [n for n, scheme in SCHEMES.items() if scheme.to_file == to_file]
+    return matches[0] if matches and NCR in to_file else None
+
+
+def _find_nnunet(root: Path, images_dir: Path, files: list[Path]) -> list[CaseFiles]:
+    meta = _read_dataset_json(root)
+    names = meta.get("channel_names") or meta.get("modality")  # nnU-Net v2 / v1
+    if not names:
+        raise DatasetError(f"{root}: nnU-Net layout needs dataset.json with channel_names "
+                           '(e.g. {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"})')
+    channels = _channel_map(names, root / "dataset.json")
+    scheme_hint = _scheme_from_labels(meta)
+    by_case: dict[str, dict[int, list[Path]]] = {}
+    for path in files:
+        m = re.match(r"^(?P<id>.+)_(?P<ch>\d{4})$", strip_nii(path.name) or "")
+        if m:
+            by_case.setdefault(m["id"], {}).setdefault(int(m["ch"]), []).append(path)
+    cases = []
+    for case_id, chans in sorted(by_case.items()):
+        problems = tuple(f"duplicate channel {ch:04d} files {[p.name for p in paths]} in {images_dir}; keep one"
+                         for ch, paths in sorted(chans.items()) if len(paths) > 1)
+        images = {m: ImageSource(chans[i][0]) for m, i in channels.items() if i in chans}
+        cases.append(CaseFiles(case_id, images, _label_for(root, case_id), "nnunet", scheme_hint, problems))
+    return cases
+
+
+def _find_images_tr(root: Path, layout: str | None = None) -> tuple[str, list[CaseFiles]] | None:
+    for images_dir in (root / "imagesTr", root / "imagesTs"):
+        files = _nifti_files(images_dir) if images_dir.is_dir() else []
+        if not files:
+            continue
+        stacked = all(re.search(r"_\d{4}$", strip_nii(p.name) or "") for p in files)
+        if layout == "nnunet" or (layout is None and stacked):
+            return "nnunet", _find_nnunet(root, images_dir, files)
+        return "msd", _find_msd(root, images_dir)
+    return None
+
+
+def find_cases(root: Path | str, layout: str | None = None) -> list[CaseFiles]:
+    """Find every case under a dataset folder (or a single case folder).
+
+    Args:
+        root: dataset folder in any supported layout, or one case folder.
+        layout: force a layout (one of :data:`LAYOUTS`); detected when None.
+
+    Returns:
+        Cases sorted by ID. Cases with missing modalities are returned too (``images`` lacks
+        them) so that :func:`glioseg.data.checks.check_case` can report them.
+
+    Raises:
+        DatasetError: the folder does not exist or matches no layout, or IDs repeat.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder; give a dataset folder or a case folder")
+    if layout is not None and layout not in LAYOUTS:
+        raise DatasetError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
+    found = _find_images_tr(root, layout) if layout in (None, "msd", "nnunet") else None
+    if found is None and layout in (None, "brats2017", "brats2023"):
+        found = _find_brats(root, layout)
+    if found is None or not found[1]:
+        raise DatasetError(
+            f"{root}: no cases found. Expected BraTS folders (<ID>/<ID>_t1.nii.gz ... or "
+            "<ID>/<ID>-t1n.nii.gz ...), MSD/nnU-Net imagesTr + dataset.json, or give the four "
+            "files with --t1 --t1ce --t2 --flair")
+    cases = sorted(found[1], key=lambda c: c.case_id)
+    _check_unique_ids(cases)
+    return cases
+
+
+def _check_unique_ids(cases: Iterable[CaseFiles]) -> None:
+    seen: dict[str, CaseFiles] = {}
+    for case in cases:
+        if case.case_id in seen:
+            first = next(iter(seen[case.case_id].images.values())).path.parent
+            second = next(iter(case.images.values())).path.parent
+            raise DatasetError(f"case ID {case.case_id} appears twice ({first} and {second}); rename one")
+        seen[case.case_id] = case
+
+
+def case_from_files(t1: Path | str, t1ce: Path | str, t2: Path | str, flair: Path | str,
+                    seg: Path | str | None = None, case_id: str | None = None) -> CaseFiles:
+    """One case given file by file.
+
+    Args:
+        t1, t1ce, t2, flair: the four modality files.
+        seg: optional segmentation.
+        case_id: identifier; by default the T1 file name up to its last ``_``/``-``.
+
+    Returns:
+        The case's files (layout ``files``).
+    """
+    if case_id is None:
+        stem = strip_nii(Path(t1).name) or Path(t1).stem
+        case_id = re.split(r"[_-](?=[^_-]+$)", stem)[0] if re.search(r"[_-]", stem) else stem
+    images = {m: ImageSource(Path(p)) for m, p in zip(MODALITIES, (t1, t1ce, t2, flair), strict=True)}
+    return CaseFiles(case_id, images, Path(seg) if seg is not None else None, "files", None)

@@ -1,0 +1,1 @@
+"""Evaluation: BraTS metrics, folder evaluation, the HTML report and figures (numpy, matplotlib)."""

@@ -1,0 +1,369 @@
+"""Pictures: label overlays on FLAIR and T1ce, slice-sweep GIFs, training curves.
+
+Colours follow the usual BraTS figures: edema green, necrotic core red, enhancing tumour
+yellow (resection cavity blue). Slices are shown with the superior / anterior side up.
+matplotlib is imported inside the functions and drawn with the Agg canvas (no display, no
+pyplot global state); GIFs are written with Pillow (no ffmpeg).
+
+Arrays are in the canonical RAS orientation of :mod:`glioseg.data.nifti`: images float ``(X, Y, Z)``,
+label maps uint8 ``(X, Y, Z)`` canonical labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from glioseg.data.nifti import atomic_write
+from glioseg.labels import ED, ET, NCR, RC
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+LABEL_COLOURS: dict[int, tuple[float, float, float]] = {
+    NCR: (1.0, 0.0, 0.0), ED: (0.0, 0.8, 0.0), ET: (1.0, 0.9, 0.0), RC: (0.2, 0.4, 1.0),
+}
+LABEL_NAMES: dict[int, str] = {NCR: "necrotic core (NCR)", ED: "edema (ED)", ET: "enhancing (ET)",
+                               RC: "resection cavity (RC)"}
+PLANES: tuple[tuple[str, int], ...] = (("axial", 2), ("coronal", 1), ("sagittal", 0))
+CURVE_COLUMNS: tuple[str, ...] = ("train_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET", "lr")
+
+
+class CurveLogError(ValueError):
+    """A training log cannot be found or read."""
+
+
+# ----------------------------------------------------------------------------- slices and overlays
+
+
+def largest_cross_section(labels: np.ndarray) -> tuple[int, int, int]:
+    """Per axis, the slice index with the most tumour voxels (the volume's centre without tumour).
+
+    Args:
+        labels: uint8 canonical labels ``(X, Y, Z)``.
+
+    Returns:
+        ``(x, y, z)`` indices of the sagittal, coronal and axial slices.
+    """
+    tumour = np.asarray(labels) > 0
+    if not tumour.any():
+        return tuple(s // 2 for s in tumour.shape)
+    out = []
+    for axis in range(3):
+        area = tumour.sum(axis=tuple(a for a in range(3) if a != axis))
+        out.append(int(np.argmax(area)))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def normalize_image(volume: np.ndarray) -> np.ndarray:
+    """Scale intensities to [0, 1] between the 0.5th and 99.5th percentiles of the non-zero voxels.
+
+    Args:
+        volume: float array of any shape.
+
+    Returns:
+        float32 array of the same shape.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    inside = volume[volume != 0]
+    if inside.size == 0:
+        return np.zeros_like(volume)
+    low, high = np.percentile(inside, [0.5, 99.5])
+    return np.clip((volume - low) / max(float(high - low), 1e-6), 0.0, 1.0)
+
+
+def overlay(image: np.ndarray, labels: np.ndarray | None, alpha: float = 0.5) -> np.ndarray:
+    """Colour a grey image with label colours.
+
+    Args:
+        image: float ``(H, W)`` in [0, 1].
+        labels: uint8 ``(H, W)`` canonical labels, or None for the plain image.
+        alpha: opacity of the label colours.
+
+    Returns:
+        float32 RGB ``(H, W, 3)`` in [0, 1].
+    """
+    rgb = np.repeat(np.asarray(image, dtype=np.float32)[..., None], 3, axis=-1)
+    if labels is None:
+        return rgb
+    for label, colour in LABEL_COLOURS.items():
+        where = labels == label
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(colour, dtype=np.float32)
+    return rgb
+
+
+def plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """One slice of a canonical ``(X, Y, Z)`` volume, rotated for display (superior/anterior up)."""
+    return np.rot90(np.take(volume, index, axis=axis))
+
+
+def plane_aspect(spacing: Sequence[float], axis: int) -> float:
+    """Display aspect (row height / column width) of :func:`plane` for a voxel spacing."""
+    cols, rows = (a for a in range(3) if a != axis)
+    return float(spacing[rows]) / float(spacing[cols])
+
+
+def _legend_handles(labels: Sequence[np.ndarray | None]):
+    from matplotlib.patches import Patch
+
+    present = set()
+    for lab in labels:
+        if lab is not None:
+            present |= set(np.unique(lab).tolist())
+    keys = [k for k in LABEL_COLOURS if k in present and k != RC] + ([RC] if RC in present else [])
+    keys = keys or [NCR, ED, ET]
+    return [Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in keys]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), facecolor="black")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def case_figure(flair: np.ndarray, t1ce: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None = None,
+                spacing: Sequence[float] = (1.0, 1.0, 1.0), title: str = "") -> Figure:
+    """Ground truth and prediction side by side on FLAIR and T1ce, in three planes.
+
+    The planes go through the tumour's largest cross-section (of the ground truth, or of the
+    prediction without one).
+
+    Args:
+        flair, t1ce: float ``(X, Y, Z)`` images.
+        gt: uint8 canonical labels ``(X, Y, Z)`` or None.
+        pred: uint8 canonical labels ``(X, Y, Z)`` or None.
+        spacing: voxel size in mm (sets the aspect ratio).
+        title: figure title.
+
+    Returns:
+        A matplotlib Figure (Agg canvas): rows axial, coronal, sagittal; columns FLAIR and T1ce
+        with the ground truth and with the prediction.
+    """
+    reference = gt if gt is not None and np.any(gt) else (pred if pred is not None else np.zeros(flair.shape, np.uint8))
+    centre = largest_cross_section(reference)
+    images = {"FLAIR": normalize_image(flair), "T1ce": normalize_image(t1ce)}
+    columns = [(name, label_name, lab) for name in images for label_name, lab in
+               (("ground truth", gt), ("prediction", pred)) if lab is not None or label_name == "ground truth"]
+    fig = _new_figure(3.0 * len(columns), 3.0 * len(PLANES) + 0.9)
+    axes = fig.subplots(len(PLANES), len(columns), squeeze=False)
+    for row, (plane_name, axis) in enumerate(PLANES):
+        for col, (image_name, label_name, lab) in enumerate(columns):
+            ax = axes[row][col]
+            shown = None if lab is None else plane(lab, axis, centre[axis])
+            ax.imshow(overlay(plane(images[image_name], axis, centre[axis]), shown), aspect=plane_aspect(spacing, axis),
+                      interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"{image_name} + {label_name}", color="white", fontsize=10)
+            if col == 0:
+                ax.set_ylabel(f"{plane_name} {centre[axis]}", color="white", fontsize=10)
+    fig.legend(handles=_legend_handles([gt, pred]), loc="lower center", ncol=4, frameon=False, labelcolor="white",
+               fontsize=9)
+    if title:
+        fig.suptitle(title, color="white", fontsize=12)
+    fig.subplots_adjust(left=0.04, right=0.99, top=0.93 if title else 0.96, bottom=0.07, wspace=0.03, hspace=0.06)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
+    """Write a figure as PNG, atomically."""
+    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor()))
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """PNG bytes of a figure (for embedding)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor=fig.get_facecolor())
+    return buffer.getvalue()
+
+
+def thumbnail_figure(flair: np.ndarray, gt: np.ndarray, pred: np.ndarray | None,
+                     spacing: Sequence[float] = (1.0, 1.0, 1.0), title: str = "") -> Figure:
+    """Small axial view through the largest cross-section: FLAIR + ground truth | + prediction.
+
+    Args:
+        flair: float ``(X, Y, Z)``.
+        gt, pred: uint8 canonical labels ``(X, Y, Z)`` (pred may be None for a failed case).
+        spacing: voxel size in mm.
+        title: shown above.
+
+    Returns:
+        A 2-panel Figure.
+    """
+    z = largest_cross_section(gt if np.any(gt) or pred is None else pred)[2]
+    image = plane(normalize_image(flair), 2, z)
+    fig = _new_figure(4.4, 2.5)
+    axes = fig.subplots(1, 2)
+    for ax, (name, lab) in zip(axes, (("ground truth", gt), ("prediction", pred)), strict=True):
+        ax.imshow(overlay(image, None if lab is None else plane(lab, 2, z)), aspect=plane_aspect(spacing, 2),
+                  interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(name if lab is not None else "no prediction", color="white", fontsize=8)
+    if title:
+        fig.suptitle(title, color="white", fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.82, bottom=0.01, wspace=0.02)
+    return fig
+
+
+# ----------------------------------------------------------------------------- GIF sweep
+
+
+def sweep_frames(flair: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None = None, axis: int = 2,
+                 margin: int = 5, scale: int = 1) -> list[np.ndarray]:
+    """Frames of a slice sweep through the tumour: FLAIR + ground truth | FLAIR + prediction.
+
+    Args:
+        flair: float ``(X, Y, Z)``.
+        gt, pred: uint8 canonical labels ``(X, Y, Z)`` or None.
+        axis: swept axis (2 = axial).
+        margin: extra slices before and after the tumour.
+        scale: integer upsampling of each frame (nearest).
+
+    Returns:
+        uint8 RGB frames ``(H, W, 3)``.
+    """
+    labels = [lab for lab in (gt, pred) if lab is not None]
+    tumour = np.zeros(flair.shape, bool) if not labels else np.logical_or.reduce([lab > 0 for lab in labels])
+    along = np.flatnonzero(tumour.any(axis=tuple(a for a in range(3) if a != axis)))
+    first, last = (int(along[0]), int(along[-1])) if along.size else (0, flair.shape[axis] - 1)
+    image = normalize_image(flair)
+    sources: list[np.ndarray | None] = list(labels) or [None]
+    frames = []
+    for index in range(max(first - margin, 0), min(last + margin, flair.shape[axis] - 1) + 1):
+        base = plane(image, axis, index)
+        panels = [overlay(base, None if lab is None else plane(lab, axis, index)) for lab in sources]
+        gap = np.ones((base.shape[0], 2, 3), np.float32)
+        rgb = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+        frames.append(np.kron((rgb * 255).astype(np.uint8), np.ones((scale, scale, 1), np.uint8)))
+    return frames
+
+
+def save_gif(frames: Sequence[np.ndarray], path: Path | str, duration_ms: int = 80) -> Path:
+    """Write RGB frames as a looping GIF with Pillow, atomically.
+
+    Raises:
+        ValueError: no frames.
+    """
+    from PIL import Image
+
+    if not frames:
+        raise ValueError(f"{path}: no frames to write")
+    pictures = [Image.fromarray(f) for f in frames]
+
+    def write(tmp: Path) -> None:
+        pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0)
+
+    return atomic_write(Path(path), write)
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def find_training_logs(run_dir: Path | str) -> list[Path]:
+    """CSV training logs under a run directory (or the file itself): files with an ``epoch`` column.
+
+    Raises:
+        CurveLogError: nothing found.
+    """
+    run_dir = Path(run_dir)
+    candidates = [run_dir] if run_dir.is_file() else sorted(run_dir.rglob("*.csv")) if run_dir.is_dir() else []
+    logs = []
+    for path in candidates:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if "epoch" in [h.strip() for h in header]:
+            logs.append(path)
+    if not logs:
+        raise CurveLogError(f"{run_dir}: no CSV training log with an 'epoch' column; give a run directory "
+                            "written by glioseg train or the log file itself")
+    return logs
+
+
+def read_training_log(path: Path | str) -> dict[str, np.ndarray]:
+    """Read a CSV training log into columns.
+
+    Args:
+        path: CSV with a header; ``epoch`` required, other columns optional; empty or
+            non-numeric cells become NaN.
+
+    Returns:
+        Column name -> float64 array, rows in file order.
+
+    Raises:
+        CurveLogError: no ``epoch`` column or no rows.
+    """
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "epoch" not in rows[0]:
+        raise CurveLogError(f"{path}: needs a header with 'epoch' and at least one row")
+
+    def number(text: str | None) -> float:
+        try:
+            return float(text) if text not in (None, "") else math.nan
+        except ValueError:
+            return math.nan
+
+    return {name.strip(): np.array([number(r.get(name)) for r in rows]) for name in rows[0] if name}
+
+
+def curves_figure(logs: dict[str, dict[str, np.ndarray]]) -> Figure:
+    """Loss, validation Dice per region and learning rate against epoch.
+
+    Args:
+        logs: log name (e.g. stage) -> columns from :func:`read_training_log`.
+
+    Returns:
+        A Figure with up to three panels; absent columns are skipped.
+    """
+    panels = [("loss", [c for c in ("train_loss", "val_loss") if any(c in log for log in logs.values())]),
+              ("validation Dice", [c for c in ("val_dice_WT", "val_dice_TC", "val_dice_ET", "val_dice")
+                                   if any(c in log for log in logs.values())]),
+              ("learning rate", [c for c in ("lr",) if any(c in log for log in logs.values())])]
+    panels = [p for p in panels if p[1]] or [("(no known columns)", [])]
+    fig = _new_figure(4.5 * len(panels), 3.6)
+    fig.set_facecolor("white")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, columns) in zip(axes, panels, strict=True):
+        for log_name, log in logs.items():
+            for column in columns:
+                if column in log and np.isfinite(log[column]).any():
+                    label = column if len(logs) == 1 else f"{log_name}: {column}"
+                    ax.plot(log["epoch"], log[column], marker=".", label=label)
+        ax.set_title(name), ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
+        if name == "learning rate":
+            ax.set_yscale("log")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(run_dir: Path | str, out: Path | str | None = None) -> Path:
+    """Read every CSV training log of a run and write one PNG of its curves.
+
+    Args:
+        run_dir: run directory (logs found recursively) or one CSV log.
+        out: PNG path; ``RUN_DIR/curves.png`` (next to the log for a file) when None.
+
+    Returns:
+        The written PNG.
+
+    Raises:
+        CurveLogError: no readable log.
+    """
+    run_dir = Path(run_dir)
+    paths = find_training_logs(run_dir)
+    base = run_dir if run_dir.is_dir() else run_dir.parent
+    logs = {str(p.relative_to(base).with_suffix("")) if base in p.parents else p.stem: read_training_log(p)
+            for p in paths}
+    target = Path(out) if out is not None else base / "curves.png"
+    return save_figure(curves_figure(logs), target)

@@ -1,0 +1,269 @@
+"""The self-contained HTML report of an evaluation (``glioseg evaluate`` writes ``report.html``).
+
+One file, readable offline: no external scripts, styles, fonts or images. It holds the inputs and
+the conventions used, a summary table, box plots per region and metric, thumbnails of the best,
+median and worst cases (PNG embedded as base64), the failures, and a per-case table that sorts
+by any column when its header is clicked (a few lines of vanilla JavaScript).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from glioseg.data.nifti import CaseError, Geometry, atomic_write, load_nifti, read_array
+from glioseg.evaluation.evaluate import (
+    EvaluationResult,
+    read_label_file,
+    write_cases_csv,
+    write_summary_json,
+)
+from glioseg.evaluation.metrics import LESION_METRICS, REGION_METRICS, CaseScores
+from glioseg.labels import REGIONS, Region
+
+BOX_METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
+METRIC_TITLES: dict[str, str] = {
+    "dice": "Dice", "hd95": "HD95 (mm)", "sensitivity": "Sensitivity", "specificity": "Specificity",
+    "volume_pred_ml": "Predicted volume (ml)", "volume_true_ml": "True volume (ml)",
+    "lesion_dice": "Lesion-wise Dice", "lesion_hd95": "Lesion-wise HD95 (mm)", "lesion_tp": "Lesions TP",
+    "lesion_fp": "Lesions FP", "lesion_fn": "Lesions FN", "pooled_dice": "Pooled Dice (seed)",
+}
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { background: #eee; }
+td.id, th.id { text-align: left; }
+table.sortable th { cursor: pointer; user-select: none; }
+th[data-order="asc"]::after { content: " \\25B2"; }
+th[data-order="desc"]::after { content: " \\25BC"; }
+tr.failed td { background: #fdd; }
+figure { display: inline-block; margin: 0.5em; }
+figcaption { font-size: 0.85em; text-align: center; }
+dt { font-weight: bold; }
+"""
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach(function (th) {
+  th.addEventListener("click", function () {
+    var table = th.closest("table"), body = table.tBodies[0], col = th.cellIndex;
+    var asc = th.getAttribute("data-order") !== "asc";
+    table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("data-order"); });
+    th.setAttribute("data-order", asc ? "asc" : "desc");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[col].getAttribute("data-value"), y = b.cells[col].getAttribute("data-value");
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var r = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+      return asc ? r : -r;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+
+def _png_tag(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _metric_value(case: CaseScores, region: Region, metric: str) -> float:
+    if metric in LESION_METRICS:
+        return math.nan if case.lesion is None else float(getattr(case.lesion[region], metric))
+    return float(getattr(case.regions[region], metric))
+
+
+def box_plots_png(cases: Sequence[CaseScores], metrics: Sequence[str] = BOX_METRICS) -> bytes:
+    """One box-plot panel per metric, one box per region (failures included).
+
+    Args:
+        cases: scored cases.
+        metrics: region or lesion-wise metric names.
+
+    Returns:
+        PNG bytes.
+    """
+    from glioseg.evaluation.figures import _new_figure, figure_png
+
+    fig = _new_figure(3.2 * len(metrics), 3.2)
+    fig.set_facecolor("white")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        data = []
+        for region in REGIONS:
+            values = [_metric_value(c, region, metric) for c in cases]
+            data.append([v for v in values if math.isfinite(v)] or [math.nan])
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(REGIONS) + 1), [r.value for r in REGIONS])
+        ax.set_title(METRIC_TITLES.get(metric, metric), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return figure_png(fig, dpi=90)
+
+
+def _summary_table(result: EvaluationResult) -> str:
+    stats = ("mean", "std", "median", "q1", "q3", "min", "max", "n")
+    head = "".join(f"<th>{s}</th>" for s in stats)
+    rows = []
+    metrics = list(REGION_METRICS) + (["lesion_dice", "lesion_hd95"] if result.lesion_wise else [])
+    for metric in metrics:
+        for region in REGIONS:
+            entry = result.summary[region.value][metric]
+            cells = "".join(f"<td>{_fmt(entry[s])}</td>" for s in stats)
+            rows.append(f'<tr><td class="id">{METRIC_TITLES[metric]}</td><td class="id">{region.value}</td>'
+                        f"{cells}</tr>")
+    pooled = result.summary["all"]["pooled_dice"]
+    rows.append(f'<tr><td class="id">{METRIC_TITLES["pooled_dice"]}</td><td class="id">all</td>'
+                + "".join(f"<td>{_fmt(pooled[s])}</td>" for s in stats) + "</tr>")
+    return (f'<table id="summary"><thead><tr><th class="id">metric</th><th class="id">region</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _cases_table(result: EvaluationResult) -> str:
+    rows = [c.to_row() for c in result.cases]
+    if not rows:
+        return "<p>No cases.</p>"
+    columns = [k for k in rows[0] if k != "message"]
+    head = "".join(f'<th class="{"id" if k in ("case_id", "status") else ""}">{html.escape(k)}</th>' for k in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for key in columns:
+            value = row[key]
+            sort_value = "" if isinstance(value, float) and math.isnan(value) else value
+            css = ' class="id"' if key in ("case_id", "status") else ""
+            cells.append(f'<td{css} data-value="{html.escape(str(sort_value))}">{_fmt(value)}</td>')
+        failed = ' class="failed"' if row["status"] != "ok" else ""
+        body.append(f"<tr{failed}>{''.join(cells)}</tr>")
+    return (f'<table id="cases" class="sortable"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def _failures(result: EvaluationResult) -> str:
+    items = [f"<li>{html.escape(cid)}: no prediction file</li>" for cid in result.missing]
+    items += [f"<li>{html.escape(cid)}: {html.escape(msg)}</li>" for cid, msg in result.errors.items()]
+    notes = []
+    if result.unmatched_predictions:
+        notes.append("<p>Prediction files matching no case (ignored): "
+                     f"{html.escape(', '.join(result.unmatched_predictions))}</p>")
+    if result.no_ground_truth:
+        missing = html.escape(", ".join(result.no_ground_truth))
+        notes.append(f"<p>Cases without ground truth (not scored): {missing}</p>")
+    listing = f"<ul>{''.join(items)}</ul>" if items else "<p>None.</p>"
+    return f'<h2>Failures ({len(items)})</h2><div id="failures">{listing}{"".join(notes)}</div>'
+
+
+def render_html(result: EvaluationResult, thumbnails: Sequence[tuple[str, bytes]] = ()) -> str:
+    """The report as one HTML string (no external resources).
+
+    Args:
+        result: the evaluation.
+        thumbnails: ``(caption, PNG bytes)`` pairs, e.g. from :func:`case_thumbnails`.
+
+    Returns:
+        HTML text.
+    """
+    conventions = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in result.conventions.items())
+    metrics = list(BOX_METRICS) + (["lesion_dice", "lesion_hd95"] if result.lesion_wise else [])
+    plots = _png_tag(box_plots_png(result.cases, metrics), "box plots per region and metric") if result.cases else ""
+    figures = "".join(f"<figure>{_png_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+                      for caption, png in thumbnails)
+    n_failed = len(result.missing) + len(result.errors)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>glioseg evaluation</title>
+<link rel="icon" href="data:,"><style>{STYLE}</style></head>
+<body>
+<h1>glioseg evaluation</h1>
+<p>Predictions <code>{html.escape(str(result.pred_dir))}</code> against ground truths
+<code>{html.escape(str(result.gt_root))}</code>: {len(result.cases)} cases, {n_failed} failed,
+{result.seconds:.1f} s.</p>
+<h2>Summary</h2>{_summary_table(result)}
+<h2>Distributions</h2>{plots}
+<h2>Best, median and worst cases (mean Dice)</h2><div id="thumbnails">{figures or "<p>No scored case.</p>"}</div>
+{_failures(result)}
+<h2>Cases</h2><p>Click a column header to sort.</p>{_cases_table(result)}
+<h2>Conventions</h2><dl id="conventions">{conventions}</dl>
+<script>{SORT_SCRIPT}</script>
+</body></html>
+"""
+
+
+def pick_cases(cases: Sequence[CaseScores]) -> list[tuple[str, CaseScores]]:
+    """Best, median and worst successfully scored cases by mean Dice (fewer when there are fewer)."""
+    ok = sorted((c for c in cases if not c.failed), key=lambda c: (c.mean_dice, c.case_id))
+    if not ok:
+        return []
+    chosen = [("best", ok[-1]), ("median", ok[len(ok) // 2]), ("worst", ok[0])]
+    seen, out = set(), []
+    for name, case in chosen:
+        if case.case_id not in seen:
+            seen.add(case.case_id)
+            out.append((name, case))
+    return out
+
+
+def _canonical_flair(result: EvaluationResult, case_id: str) -> tuple[np.ndarray, Geometry]:
+    source = result.gt_files[case_id].images["flair"]
+    img = load_nifti(source.path, case_id)
+    geometry = Geometry.from_image(img)
+    return geometry.to_canonical(read_array(img, source.path, case_id, source.volume)), geometry
+
+
+def case_thumbnails(result: EvaluationResult) -> list[tuple[str, bytes]]:
+    """Axial thumbnails (FLAIR + ground truth | + prediction) of the best, median and worst cases.
+
+    Cases whose FLAIR cannot be read are skipped (the evaluation itself does not need images).
+
+    Returns:
+        ``(caption, PNG bytes)`` pairs.
+    """
+    from glioseg.evaluation.figures import figure_png, thumbnail_figure
+
+    out = []
+    for name, case in pick_cases(result.cases):
+        files = result.gt_files.get(case.case_id)
+        if files is None or "flair" not in files.images or files.label is None:
+            continue
+        try:
+            flair, geometry = _canonical_flair(result, case.case_id)
+            gt, _, scheme = read_label_file(files.label, case.case_id, result.label_scheme, files.scheme_hint)
+            pred, _, _ = read_label_file(result.pred_paths[case.case_id], case.case_id, result.pred_label_scheme,
+                                         scheme.name)
+        except (CaseError, KeyError):
+            continue
+        caption = f"{name}: {case.case_id} (mean Dice {case.mean_dice:.3f})"
+        fig = thumbnail_figure(flair, geometry.to_canonical(gt), geometry.to_canonical(pred),
+                               geometry.canonical_spacing, caption)
+        out.append((caption, figure_png(fig, dpi=80)))
+    return out
+
+
+def write_report(result: EvaluationResult, out_dir: Path | str, thumbnails: bool = True) -> dict[str, Path]:
+    """Write ``cases.csv``, ``summary.json`` and ``report.html`` into a folder, each atomically.
+
+    Args:
+        result: the evaluation.
+        out_dir: report folder (created).
+        thumbnails: embed thumbnails of the best, median and worst cases (reads their FLAIR).
+
+    Returns:
+        ``{"csv": ..., "json": ..., "html": ...}`` paths.
+    """
+    out_dir = Path(out_dir)
+    text = render_html(result, case_thumbnails(result) if thumbnails else ())
+    return {
+        "csv": write_cases_csv(result, out_dir / "cases.csv"),
+        "json": write_summary_json(result, out_dir / "summary.json"),
+        "html": atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(text, encoding="utf-8")),
+    }

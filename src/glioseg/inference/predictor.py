@@ -1,0 +1,453 @@
+"""Predict whole cases with a trained run: load once, predict many.
+
+:class:`Predictor` wraps one or several stages of networks (an ensemble of folds/runs per
+stage) and turns a :class:`glioseg.data.nifti.Case` into canonical labels on the case's canonical grid:
+
+1. preprocess (brain crop, z-score, resampling to the stage's spacing);
+2. sliding-window inference with Gaussian weighting, mirroring TTA, MC dropout, ensembles
+   (:mod:`glioseg.inference.sliding_window`);
+3. paste the probabilities back into the case grid, threshold, small-ET rule
+   (:mod:`glioseg.inference.postprocess`).
+
+**Cascade** (runs with stages ``low`` and ``high``): the low-resolution stage predicts the
+whole brain; the high-resolution stage runs only on the bounding box of the predicted whole
+tumour plus a margin, and the low-resolution probabilities (trilinearly upsampled) are kept
+outside that box. Without a tumour in the low-resolution result, that result is the output.
+
+Many cases at once (shards, manifest): :mod:`glioseg.inference.batch`; validation probabilities for
+tuning the post-processing: :mod:`glioseg.inference.tuning`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from glioseg.artifacts.rundir import load_run
+from glioseg.data.nifti import Case
+from glioseg.inference.postprocess import (
+    POSTPROCESS_FILE,
+    PostprocessConfig,
+    check_target,
+    load_postprocess,
+    postprocess_probabilities,
+    restore_probabilities,
+)
+from glioseg.inference.sliding_window import TilePredictor, parse_flips, predict_volume
+from glioseg.preprocessing.normalize import preprocess_case, restore_to_case_grid
+from glioseg.runtime import select_device
+
+LOW, HIGH = "low", "high"
+DEFAULT_MARGIN_MM = 16.0
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+@dataclass
+class Stage:
+    """One resolution stage: an ensemble of networks sharing input spacing and target.
+
+    Attributes:
+        name: stage name (``low``, ``high``, ...).
+        models: networks in eval mode, ``(B, 4, X, Y, Z) -> logits (B, K, X, Y, Z)``.
+        spacing_mm: isotropic input spacing, or None for the case's own spacing.
+        patch_size: sliding-window tile ``(X, Y, Z)``.
+        target: ``"regions"`` (sigmoid WT/TC/ET) or ``"labels"`` (softmax).
+        divisor: every network input size must be a multiple of this.
+    """
+
+    name: str
+    models: list[nn.Module]
+    spacing_mm: float | None
+    patch_size: tuple[int, int, int]
+    target: str = "regions"
+    divisor: int = 16
+
+    def __post_init__(self) -> None:
+        check_target(self.target)
+        if not self.models:
+            raise ValueError(f"stage {self.name}: no models")
+        if len(self.patch_size) != 3 or any(int(p) % self.divisor for p in self.patch_size):
+            raise ValueError(f"stage {self.name}: patch size {self.patch_size} must be three multiples "
+                             f"of {self.divisor}")
+        self.patch_size = tuple(int(p) for p in self.patch_size)  # type: ignore[assignment]
+
+
+@dataclass
+class Prediction:
+    """The prediction of one case, on its canonical grid.
+
+    Attributes:
+        case_id: identifier.
+        labels: uint8 ``(X, Y, Z)`` canonical labels (write with :func:`glioseg.data.nifti.write_seg`).
+        probabilities: float32 ``(K, X, Y, Z)`` (WT/TC/ET or per-label), when asked for.
+        uncertainty: float32 ``(X, Y, Z)`` MC-dropout standard deviation (max over channels),
+            when MC dropout is on.
+        timings: seconds per step (``preprocess``, ``low``, ``high``/``full``, ``restore``,
+            ``postprocess``, ``total``).
+        stages: stages run, in order.
+        box: the cascade's high-resolution box on the canonical grid, or None.
+    """
+
+    case_id: str
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    stages: list[str] = field(default_factory=list)
+    box: Box | None = None
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    def add(self, key: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[key] = self.timings.get(key, 0.0) + now - since
+        return now
+
+
+class Predictor:
+    """Segment cases with a trained model (see the module docstring).
+
+    Args:
+        stages: stage name -> :class:`Stage`.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch device.
+        precision: ``"bf16"`` (CPU/CUDA), ``"fp16"`` (CUDA), ``"fp32"``.
+        tta: mirroring (see :func:`glioseg.inference.sliding_window.parse_flips`): ``"none"``, ``"all"``, N, or
+            a list of axis tuples.
+        cascade: use the low/high cascade when both stages exist.
+        margin_mm: margin around the low-resolution tumour box for the high stage.
+        overlap: sliding-window overlap.
+        tile_batch: tiles per network call.
+        mc_samples: Monte-Carlo dropout samples (0: off).
+        postprocess: thresholds and small-ET rule.
+        channels_last: run the networks in channels-last-3d memory format.
+        label_scheme: label scheme of the training data (informational).
+
+    Raises:
+        ValueError: no stage, unknown device/precision, stages with different targets.
+    """
+
+    def __init__(self, stages: dict[str, Stage], *, device: str | torch.device = "auto",
+                 precision: str = "bf16", tta: Any = "none", cascade: bool = True,
+                 margin_mm: float = DEFAULT_MARGIN_MM, overlap: float = 0.5, tile_batch: int = 1,
+                 mc_samples: int = 0, postprocess: PostprocessConfig | None = None,
+                 channels_last: bool = False, label_scheme: str | None = None) -> None:
+        if not stages:
+            raise ValueError("the model has no stage to predict with")
+        if len({s.target for s in stages.values()}) != 1:
+            raise ValueError(f"stages disagree on the target: { {n: s.target for n, s in stages.items()} }")
+        if margin_mm < 0:
+            raise ValueError(f"cascade margin must be >= 0 mm; got {margin_mm}")
+        self.device = device if isinstance(device, torch.device) else select_device(str(device))
+        self.stages = stages
+        self.target = next(iter(stages.values())).target
+        self.flips = parse_flips(tta)
+        self.cascade = cascade and LOW in stages and HIGH in stages
+        self.margin_mm = float(margin_mm)
+        self.overlap, self.tile_batch = overlap, tile_batch
+        self.postprocess = postprocess or PostprocessConfig()
+        self.label_scheme = label_scheme
+        for stage in stages.values():
+            for model in stage.models:
+                model.eval().to(self.device)
+                if channels_last:
+                    model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        self.tile_predictors = {
+            name: TilePredictor(s.models, "sigmoid" if s.target == "regions" else "softmax", self.flips,
+                                self.device, precision, mc_samples, channels_last)
+            for name, s in stages.items()}
+        self.mc_samples = mc_samples
+
+    @classmethod
+    def from_run(cls, run: Path | str | Any | Sequence[Path | str | Any], folds: Sequence[int] | None = None,
+                 **kwargs: Any) -> Predictor:
+        """Load a run directory / model bundle (or several: an ensemble) once.
+
+        Args:
+            run: a run directory or bundle, a loaded ``RunBundle``, or a list of them (their
+                stages are ensembled by name).
+            folds: fold numbers to use when the run directory holds one run per fold
+                (``fold_<k>/``); all folds by default.
+            **kwargs: options of :class:`Predictor` (device, precision, tta, cascade, ...).
+                ``postprocess`` defaults to the run's tuned ``postprocess.json``.
+
+        Returns:
+            The predictor.
+
+        Raises:
+            FileNotFoundError: no run (or a requested fold) in the folder.
+            glioseg.training.checkpoint.TrainError: missing files or weights that do not fit the config.
+            ValueError: the runs of an ensemble disagree.
+        """
+        runs = list(run) if isinstance(run, list | tuple) else [run]
+        bundles: list[Any] = []
+        tuned: Path | None = None
+        for item in runs:
+            if isinstance(item, str | Path):
+                folders = run_folders(Path(item), folds)
+                # settings tuned on all folds sit at the top; a single run holds its own
+                tuned = tuned or (Path(item) if (Path(item) / POSTPROCESS_FILE).is_file() else folders[0])
+                bundles.extend(load_run(folder) for folder in folders)
+            else:
+                bundles.append(item)
+        stages = stages_from_bundles(bundles)
+        if "postprocess" not in kwargs and tuned is not None:
+            kwargs["postprocess"] = load_postprocess(tuned)
+        kwargs.setdefault("label_scheme", getattr(bundles[0], "label_scheme", None))
+        return cls(stages, **kwargs)
+
+    # ------------------------------------------------------------------ public API
+
+    def predict_case(self, case: Case, return_probabilities: bool = False) -> Prediction:
+        """Segment one case.
+
+        Args:
+            case: from :func:`glioseg.data.nifti.read_case`: image float32 ``(4, X, Y, Z)`` canonical.
+            return_probabilities: keep the float32 ``(K, X, Y, Z)`` probabilities.
+
+        Returns:
+            The prediction on the case's canonical grid ``(X, Y, Z)``.
+
+        Raises:
+            glioseg.data.nifti.CaseError: the case cannot be preprocessed (e.g. an all-zero image).
+        """
+        timer = _Timer()
+        if self.cascade:
+            probs, unc, stages, box = self._predict_cascade(case, timer)
+        else:
+            stage = self.full_stage
+            probs, unc = self._predict_stage(case, stage, timer, stage.name)
+            stages, box = [stage.name], None
+        t = time.perf_counter()
+        labels = postprocess_probabilities(probs, self.target, self.postprocess)
+        timer.add("postprocess", t)
+        timer.timings["total"] = time.perf_counter() - timer.start
+        return Prediction(case.case_id, labels, probs if return_probabilities else None, unc,
+                          timer.timings, stages, box)
+
+    def predict_preprocessed(self, image: np.ndarray, stage: str | None = None) -> np.ndarray:
+        """Probabilities of an already preprocessed image, on its own grid (validation, tuning).
+
+        Args:
+            image: float32 ``(4, x, y, z)`` preprocessed at the stage's spacing.
+            stage: stage name; the full-resolution stage by default.
+
+        Returns:
+            float32 ``(K, x, y, z)`` probabilities.
+        """
+        s = self.stages[stage] if stage is not None else self.full_stage
+        image = np.asarray(image, dtype=np.float32)
+        if not image.flags.writeable:  # read-only memory maps: torch wants writable memory
+            image = image.copy()
+        probs, _ = self._infer(s, image)
+        return probs
+
+    @property
+    def full_stage(self) -> Stage:
+        """The stage used without the cascade: ``high`` if present, else the finest one."""
+        if HIGH in self.stages:
+            return self.stages[HIGH]
+        return min(self.stages.values(), key=lambda s: s.spacing_mm if s.spacing_mm is not None else 0.0)
+
+    # ------------------------------------------------------------------ internals
+
+    def _infer(self, stage: Stage, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sliding window over a preprocessed (sub-)volume -> numpy probabilities (+ uncertainty)."""
+        probs, unc = predict_volume(
+            torch.from_numpy(image), self.tile_predictors[stage.name], stage.patch_size,
+            overlap=self.overlap, tile_batch=self.tile_batch, divisor=stage.divisor)
+        return probs.cpu().numpy(), (unc.cpu().numpy() if unc is not None else None)
+
+    def _predict_stage(self, case: Case, stage: Stage, timer: _Timer,
+                       key: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Whole-brain prediction of one stage, pasted back into the case grid."""
+        t = time.perf_counter()
+        pc = preprocess_case(case, stage.spacing_mm)
+        t = timer.add("preprocess", t)
+        probs, unc = self._infer(stage, pc.image)
+        t = timer.add(key, t)
+        probs_case = restore_probabilities(_with_extra(probs, unc), pc.meta)
+        timer.add("restore", t)
+        return _split_extra(probs_case, unc is not None)
+
+    def _predict_cascade(self, case: Case,
+                         timer: _Timer) -> tuple[np.ndarray, np.ndarray | None, list[str], Box | None]:
+        probs, unc = self._predict_stage(case, self.stages[LOW], timer, LOW)
+        box = tumour_box(probs, self.target, self.postprocess.thresholds[0],
+                         self.margin_mm, case.geometry.canonical_spacing)
+        if box is None:
+            return probs, unc, [LOW], None
+        high = self.stages[HIGH]
+        t = time.perf_counter()
+        pc = preprocess_case(case, high.spacing_mm)
+        t = timer.add("preprocess", t)
+        sub = box_on_grid(box, pc.meta, high.divisor)
+        sl = tuple(slice(a, b) for a, b in sub)
+        probs_box, unc_box = self._infer(high, pc.image[(slice(None), *sl)])
+        t = timer.add(HIGH, t)
+        merged = paste_box(_with_extra(probs, unc), _with_extra(probs_box, unc_box), sub, pc.meta)
+        timer.add("restore", t)
+        probs, unc = _split_extra(merged, unc is not None)
+        return probs, unc, [LOW, HIGH], box
+
+
+def _with_extra(probs: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
+    """Append the uncertainty map as one more channel, so that it follows the same paste-back."""
+    return probs if extra is None else np.concatenate([probs, extra[None]], axis=0)
+
+
+def _split_extra(array: np.ndarray, has_extra: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    return (array[:-1], array[-1]) if has_extra else (array, None)
+
+
+def tumour_box(probs: np.ndarray, target: str, threshold: float, margin_mm: float,
+               spacing: Sequence[float]) -> Box | None:
+    """Bounding box of the predicted whole tumour, grown by a margin, clipped to the grid.
+
+    Args:
+        probs: float32 ``(K, X, Y, Z)`` on the case grid.
+        target: ``"regions"`` (WT = channel 0 >= threshold) or ``"labels"`` (argmax > 0).
+        threshold: WT probability threshold (regions only).
+        margin_mm: margin added on each side, in mm.
+        spacing: voxel size of the grid in mm ``(sx, sy, sz)``.
+
+    Returns:
+        Half-open ``((x0, x1), (y0, y1), (z0, z1))``, or None without tumour.
+    """
+    tumour = probs[0] >= threshold if target == "regions" else np.argmax(probs, axis=0) > 0
+    if not tumour.any():
+        return None
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(tumour.any(axis=other))
+        grow = math.ceil(margin_mm / spacing[axis])
+        box.append((max(int(hit[0]) - grow, 0), min(int(hit[-1]) + 1 + grow, tumour.shape[axis])))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def box_on_grid(box: Box, meta: dict[str, Any], divisor: int = 1) -> Box:
+    """Map a box on the case's canonical grid onto a preprocessed grid (crop + resampling).
+
+    The box is enlarged (when the grid allows) to a multiple of ``divisor`` so that the network
+    sees image context rather than zero padding.
+
+    Args:
+        box: half-open box on the canonical grid.
+        meta: preprocessing meta of the target grid (``bbox``, ``cropped_shape``, ``shape``).
+        divisor: network size divisor.
+
+    Returns:
+        Half-open box on the preprocessed grid, non-empty and inside it.
+    """
+    out = []
+    for axis, (a, b) in enumerate(box):
+        b0 = meta["bbox"][axis][0]
+        n, m = int(meta["shape"][axis]), int(meta["cropped_shape"][axis])
+        scale = m / n  # canonical voxels per preprocessed voxel
+        lo = max(math.floor((a - b0) / scale), 0)
+        hi = min(math.ceil((b - b0) / scale), n)
+        lo, hi = (min(lo, n - 1), max(hi, min(lo, n - 1) + 1))
+        out.append(_grow_to_multiple(lo, hi, n, divisor))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _grow_to_multiple(lo: int, hi: int, n: int, divisor: int) -> tuple[int, int]:
+    """Grow [lo, hi) symmetrically to a multiple of divisor, staying inside [0, n)."""
+    want = min(math.ceil((hi - lo) / divisor) * divisor, n)
+    extra = want - (hi - lo)
+    lo = max(lo - extra // 2, 0)
+    hi = min(lo + want, n)
+    return max(hi - want, 0), hi
+
+
+def paste_box(case_probs: np.ndarray, box_probs: np.ndarray, sub: Box, meta: dict[str, Any]) -> np.ndarray:
+    """Replace the case-grid probabilities inside a preprocessed-grid box by ``box_probs``.
+
+    Without resampling the box maps voxel to voxel; with resampling, the box's values and its
+    coverage are restored to the case grid together and blended linearly at its border.
+
+    Args:
+        case_probs: float32 ``(K, X, Y, Z)`` on the canonical grid (modified in place).
+        box_probs: float32 ``(K, bx, by, bz)`` on the preprocessed grid, inside ``sub``.
+        sub: the box on the preprocessed grid.
+        meta: preprocessing meta of that grid.
+
+    Returns:
+        ``case_probs``, updated.
+    """
+    shape = tuple(meta["shape"])
+    if shape == tuple(meta["cropped_shape"]):
+        sl = tuple(slice(b0 + a, b0 + b) for (a, b), (b0, _) in zip(sub, meta["bbox"], strict=True))
+        case_probs[(slice(None), *sl)] = box_probs
+        return case_probs
+    grid = np.zeros((box_probs.shape[0] + 1, *shape), dtype=np.float32)
+    sl = tuple(slice(a, b) for a, b in sub)
+    grid[(slice(None, -1), *sl)] = box_probs
+    grid[(slice(-1, None), *sl)] = 1.0
+    restored = restore_to_case_grid(grid, meta, order=1)
+    weight = restored[-1]
+    case_probs *= 1.0 - weight
+    case_probs += restored[:-1]
+    return case_probs
+
+
+def run_folders(run_dir: Path, folds: Sequence[int] | None = None) -> list[Path]:
+    """The run folders to load: the folder itself, or its ``fold_<k>`` sub-runs.
+
+    Args:
+        run_dir: a run directory / bundle (holds ``run.json``), or a folder of ``fold_<k>/`` runs.
+        folds: fold numbers to keep (all when None).
+
+    Returns:
+        Folders holding ``run.json``.
+
+    Raises:
+        FileNotFoundError: no run found, or a requested fold is missing.
+    """
+    if (run_dir / "run.json").is_file():
+        if folds:
+            raise FileNotFoundError(f"{run_dir}: a single run (no fold_<k>/ sub-runs); drop --folds")
+        return [run_dir]
+    found = {int(p.name.split("_", 1)[1]): p for p in run_dir.glob("fold_*")
+             if p.name.split("_", 1)[1].isdigit() and (p / "run.json").is_file()}
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no run.json and no fold_<k>/run.json; give a run directory "
+                                "made by `glioseg train` or a model bundle")
+    wanted = sorted(found) if not folds else list(folds)
+    missing = [f for f in wanted if f not in found]
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: folds {missing} not found (available: {sorted(found)})")
+    return [found[f] for f in wanted]
+
+
+def stages_from_bundles(bundles: Sequence[Any]) -> dict[str, Stage]:
+    """Merge the stages of loaded runs into ensembles, by stage name.
+
+    Raises:
+        ValueError: the runs disagree on a stage's spacing, patch size or target.
+    """
+    stages: dict[str, Stage] = {}
+    for bundle in bundles:
+        for name, sm in bundle.stages.items():
+            divisor = int(getattr(sm.model, "divisor", 16))
+            if name not in stages:
+                stages[name] = Stage(name, [sm.model], sm.spacing_mm, tuple(sm.patch_size), sm.target, divisor)
+                continue
+            s = stages[name]
+            if (s.spacing_mm, s.patch_size, s.target) != (sm.spacing_mm, tuple(sm.patch_size), sm.target):
+                raise ValueError(f"stage {name}: the runs of the ensemble differ in spacing, patch size or "
+                                 "target; ensemble only runs trained with the same settings")
+            s.models.append(sm.model)
+    return stages

@@ -1,0 +1,231 @@
+"""Cross-validation folds and train/val splits that keep each patient on one side.
+
+BraTS releases rename cases from year to year (``Brats17_TCIA_201_1`` = ``Brats18_TCIA01_201_1``
+= ``BraTS20_Training_163``); the public name-mapping table says which IDs are one patient. Cases
+are grouped by patient before splitting, and groups are spread over the folds stratum by stratum
+(grade HGG/LGG when grades are given) so that each fold sees the same mix.
+
+``splits.json``::
+
+    {"folds": K, "seed": S, "stratified": true, "patients": {case_id: patient_id},
+     "grades": {case_id: grade}, "splits": [{"fold": 0, "train": [...], "val": [...]}, ...]}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glioseg.data.nifti import atomic_write
+
+MISSING_VALUES = frozenset({"", "na", "n/a", "nan", "none"})
+UNKNOWN_GRADE = "unknown"
+
+
+class SplitError(ValueError):
+    """Splits cannot be made or read (bad table, too many folds, corrupt splits.json)."""
+
+
+def _read_rows(path: Path | str) -> list[dict[str, str]]:
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SplitError(f"{path}: cannot read the CSV table ({exc}); check the path") from exc
+    if not rows:
+        raise SplitError(f"{path}: the table is empty; give a CSV with a header and one row per case")
+    return rows
+
+
+def _present(value: str | None) -> bool:
+    return value is not None and value.strip().lower() not in MISSING_VALUES
+
+
+def read_patient_mapping(path: Path | str) -> dict[str, str]:
+    """Read an ID-mapping table: each row lists the IDs one patient has in several releases.
+
+    Every non-empty cell of a column whose name contains ``ID`` is an alias; rows that share an
+    alias are merged. The patient key is the row's first ID (in column order).
+
+    Args:
+        path: CSV such as ``brats2020_name_mapping.csv``.
+
+    Returns:
+        ``{any_id: patient_id}``.
+
+    Raises:
+        SplitError: unreadable table, or no ID column.
+    """
+    rows = _read_rows(path)
+    id_columns = [c for c in rows[0] if c and "id" in c.lower()]
+    if not id_columns:
+        raise SplitError(f"{path}: no ID column (a column whose name contains 'ID'); columns are {list(rows[0])}")
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for row in rows:
+        ids = [row[c].strip() for c in id_columns if _present(row.get(c))]
+        for i in ids:
+            parent.setdefault(i, i)
+        for i in ids[1:]:
+            parent[find(i)] = find(ids[0])
+    return {i: find(i) for i in parent}
+
+
+def read_grades(path: Path | str) -> dict[str, str]:
+    """Read a grade table: one ``...ID...`` column per release and a ``Grade`` column.
+
+    Returns:
+        ``{id: grade}`` for every ID cell of every row with a grade.
+
+    Raises:
+        SplitError: unreadable table, or no Grade / ID column.
+    """
+    rows = _read_rows(path)
+    grade_col = next((c for c in rows[0] if c and c.strip().lower() == "grade"), None)
+    id_columns = [c for c in rows[0] if c and "id" in c.lower()]
+    if grade_col is None or not id_columns:
+        raise SplitError(f"{path}: needs a 'Grade' column and an ID column; columns are {list(rows[0])}")
+    out = {}
+    for row in rows:
+        if _present(row.get(grade_col)):
+            for c in id_columns:
+                if _present(row.get(c)):
+                    out[row[c].strip()] = row[grade_col].strip()
+    return out
+
+
+def group_by_patient(case_ids: Sequence[str], mapping: Mapping[str, str] | None) -> dict[str, str]:
+    """Patient of each case: from the mapping (exact, then case-insensitive), else the case itself."""
+    if not mapping:
+        return {c: c for c in case_ids}
+    lower = {k.lower(): v for k, v in mapping.items()}
+    return {c: mapping.get(c, lower.get(c.lower(), c)) for c in case_ids}
+
+
+def _case_grades(patients: Mapping[str, str], grades: Mapping[str, str],
+                 mapping: Mapping[str, str] | None) -> dict[str, str]:
+    """Grade of each case, looked up by its ID or by any alias of its patient."""
+    by_patient: dict[str, str] = {}
+    for alias, grade in grades.items():
+        by_patient.setdefault((mapping or {}).get(alias, alias), grade)
+    return {c: grades.get(c, by_patient.get(p, UNKNOWN_GRADE)) for c, p in patients.items()}
+
+
+def _assign_folds(groups: dict[str, list[str]], strata: dict[str, str], folds: int,
+                  rng: np.random.Generator) -> list[list[str]]:
+    """Greedy balanced assignment of patient groups to folds, stratum by stratum."""
+    members: list[list[str]] = [[] for _ in range(folds)]
+    for stratum in sorted(set(strata.values())):
+        names = sorted(g for g in groups if strata[g] == stratum)
+        order = [names[i] for i in rng.permutation(len(names))]
+        order.sort(key=lambda g: -len(groups[g]))  # big groups first; stable keeps the shuffle
+        in_stratum = [0] * folds
+        offset = int(rng.integers(folds))  # which fold wins ties rotates with the seed
+        for g in order:
+            f = min(range(folds), key=lambda k: (in_stratum[k], len(members[k]), (k - offset) % folds))
+            members[f].extend(groups[g])
+            in_stratum[f] += len(groups[g])
+    return [sorted(m) for m in members]
+
+
+def make_splits(case_ids: Sequence[str], folds: int = 5, seed: int = 0,
+                mapping_csv: Path | str | Mapping[str, str] | None = None,
+                grades: Path | str | Mapping[str, str] | None = None,
+                val_fraction: float = 0.2) -> dict[str, Any]:
+    """K-fold cross-validation (``folds >= 2``) or one train/val split (``folds == 1``).
+
+    Args:
+        case_ids: the cases to split.
+        folds: number of folds; 1 makes a single split with ``val_fraction`` of the cases in val.
+        seed: shuffling seed (same inputs and seed -> same splits).
+        mapping_csv: ID-mapping table (path or ``{id: patient}``); cases of one patient stay
+            together. Without it each case is its own patient.
+        grades: grade table (path or ``{id: grade}``); folds are stratified by grade.
+        val_fraction: share of cases in val when ``folds == 1``.
+
+    Returns:
+        JSON-able dict (see the module docstring); ``splits[k]`` has sorted ``train`` / ``val``.
+
+    Raises:
+        SplitError: no cases, duplicate IDs, bad ``folds``/``val_fraction``, or more folds than
+            patients.
+    """
+    ids = list(case_ids)
+    if not ids:
+        raise SplitError("no cases to split; preprocess a dataset first")
+    if len(set(ids)) != len(ids):
+        raise SplitError(f"duplicate case IDs: {sorted({c for c in ids if ids.count(c) > 1})}")
+    if folds < 1:
+        raise SplitError(f"folds must be >= 1, got {folds}")
+    if folds == 1 and not 0 < val_fraction < 1:
+        raise SplitError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    mapping = read_patient_mapping(mapping_csv) if isinstance(mapping_csv, str | Path) else mapping_csv
+    grade_table = read_grades(grades) if isinstance(grades, str | Path) else grades
+    patients = group_by_patient(ids, mapping)
+    case_grades = _case_grades(patients, grade_table, mapping) if grade_table else {c: UNKNOWN_GRADE for c in ids}
+    groups: dict[str, list[str]] = {}
+    for c in sorted(ids):
+        groups.setdefault(patients[c], []).append(c)
+    n_parts = folds if folds > 1 else max(2, round(1 / val_fraction))
+    if n_parts > len(groups):
+        raise SplitError(f"{n_parts} folds need at least {n_parts} patients, got {len(groups)}; use fewer folds")
+    strata = {g: case_grades[members[0]] for g, members in groups.items()}
+    parts = _assign_folds(groups, strata, n_parts, np.random.default_rng(seed))
+    used = parts if folds > 1 else parts[:1]
+    splits = [{"fold": k, "train": sorted(set(ids) - set(val)), "val": val} for k, val in enumerate(used)]
+    return {"folds": folds, "seed": seed, "n_cases": len(ids), "n_patients": len(groups),
+            "stratified": bool(grade_table), "patients": patients, "grades": case_grades, "splits": splits}
+
+
+def save_splits(splits: Mapping[str, Any], path: Path | str) -> Path:
+    """Write splits as JSON, atomically."""
+    return atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(splits, indent=1)))
+
+
+def load_splits(path: Path | str) -> dict[str, Any]:
+    """Read and check a ``splits.json``.
+
+    Raises:
+        SplitError: missing, not JSON, malformed, or a case on both sides of a fold.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise SplitError(f"{path}: not found; make it with `glioseg split PREPROCESSED`") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SplitError(f"{path}: not valid JSON ({exc}); make it again with `glioseg split`") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("splits"), list) or not data["splits"]:
+        raise SplitError(f"{path}: no 'splits' list; make it again with `glioseg split`")
+    for s in data["splits"]:
+        if not isinstance(s, dict) or not {"train", "val"} <= set(s):
+            raise SplitError(f"{path}: each split needs 'train' and 'val' lists")
+        both = set(s["train"]) & set(s["val"])
+        if both:
+            raise SplitError(f"{path}: fold {s.get('fold')} has cases on both sides: {sorted(both)}")
+    return data
+
+
+def get_fold(splits: Mapping[str, Any], fold: int) -> tuple[list[str], list[str]]:
+    """``(train, val)`` case IDs of one fold.
+
+    Raises:
+        SplitError: no such fold.
+    """
+    n = len(splits["splits"])
+    if not 0 <= fold < n:
+        raise SplitError(f"fold {fold} does not exist; the splits have folds 0..{n - 1}")
+    s = splits["splits"][fold]
+    return list(s["train"]), list(s["val"])

@@ -1,0 +1,1 @@
+"""Training: patch datasets, augmentation, losses, the trainer, checkpoints and in-training validation."""

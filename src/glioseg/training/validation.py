@@ -1,0 +1,91 @@
+"""Validation during training: whole preprocessed cases, sliding window, per-region Dice.
+
+The score here selects the best checkpoint of a stage; it is computed on the preprocessed grid
+(no paste-back, no post-processing), so it is a fast proxy for :mod:`glioseg.evaluation.evaluate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from glioseg.config import StageConfig
+from glioseg.evaluation.metrics import dice
+from glioseg.inference.sliding_window import sliding_window_inference
+from glioseg.labels import REGIONS, labels_to_regions
+from glioseg.preprocessing.normalize import load_preprocessed
+from glioseg.runtime import autocast_context
+from glioseg.training.checkpoint import unwrap
+from glioseg.training.losses import logits_to_labels
+
+
+def predict_logits(model: nn.Module, image: torch.Tensor, window: Sequence[int] | None,
+                   device: torch.device, precision: str) -> torch.Tensor:
+    """Logits of a whole preprocessed case, by sliding window (or whole volume when it fits).
+
+    Args:
+        model: network in eval mode with a ``divisor`` attribute.
+        image: float32 ``(4, X, Y, Z)``.
+        window: tile size, or None for the whole (padded) volume.
+
+    Returns:
+        float32 ``(K, X, Y, Z)`` logits on the CPU.
+    """
+    divisor = int(getattr(model, "divisor", 16))
+    if window is None:
+        window = [max(2 * divisor, math.ceil(s / divisor) * divisor) for s in image.shape[1:]]
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with autocast_context(device, precision):
+            return model(x).float()
+
+    with torch.no_grad():
+        return sliding_window_inference(image, run, window, overlap=0.25, divisor=divisor, device=device,
+                                        output_device="cpu")
+
+
+def tumour_crop(label: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...]:
+    """Bounding box of the tumour plus ``margin`` voxels (whole volume when there is none)."""
+    idx = np.nonzero(label)
+    if not idx[0].size:
+        return tuple(slice(None) for _ in label.shape)
+    return tuple(slice(max(0, int(i.min()) - m), min(n, int(i.max()) + 1 + m))
+                 for i, m, n in zip(idx, margin, label.shape, strict=True))
+
+
+def validate(model: nn.Module, root: Path, case_ids: Sequence[str], stage: StageConfig,
+             device: torch.device) -> dict[str, float]:
+    """Per-region Dice (WT, TC, ET) on whole validation cases, averaged over cases.
+
+    A cascade stage (``cascade_from`` set) is scored around the true tumour plus half a patch,
+    as it would see it behind the low-resolution stage.
+
+    Returns:
+        ``{"dice_WT", "dice_TC", "dice_ET", "dice_mean"}``; empty dict without labelled cases.
+    """
+    net = unwrap(model)
+    net.eval()
+    scores: list[list[float]] = []
+    for case_id in case_ids:
+        pc = load_preprocessed(root, case_id, mmap=True)
+        if pc.label is None:
+            continue
+        box = tumour_crop(pc.label, [p // 2 for p in stage.patch_size]) if stage.cascade_from else ()
+        image = torch.from_numpy(np.array(pc.image[(slice(None), *box)], dtype=np.float32))
+        label = np.asarray(pc.label[box])
+        logits = predict_logits(net, image, stage.val_window, device, stage.precision)
+        pred = logits_to_labels(logits[None], stage.target)[0].numpy()
+        p_reg, t_reg = labels_to_regions(pred), labels_to_regions(label)
+        scores.append([dice(p_reg[i], t_reg[i]) for i in range(len(REGIONS))])
+    net.train()
+    if not scores:
+        return {}
+    mean = np.mean(np.asarray(scores), axis=0)
+    out = {f"dice_{r.value}": float(m) for r, m in zip(REGIONS, mean, strict=True)}
+    out["dice_mean"] = float(mean.mean())
+    return out

@@ -1,0 +1,68 @@
+"""The model shipped inside the package: integrity, tamper refusal, and prediction on real data."""
+
+import json
+import shutil
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from glioseg.artifacts.bundles import BundleError, default_model_dir, resolve_model, verify_bundle
+
+
+def test_shipped_manifest_matches_weights():
+    bundle = default_model_dir()
+    manifest = verify_bundle(bundle)
+    assert manifest["label_scheme"] == "brats2017"
+    assert any(name.endswith(".safetensors") for name in manifest["files"])
+    assert len(manifest["training"]["cases"]) >= 19
+    size = sum((bundle / name).stat().st_size for name in manifest["files"])
+    assert size < 50 * 1024**2
+    assert resolve_model(None) == bundle
+
+
+def test_tampered_shipped_weights_refused(tmp_path):
+    from glioseg.artifacts.rundir import load_run
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(default_model_dir(), copy)
+    weights = sorted(copy.rglob("*.safetensors"))[0]
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"sha256 .* does not match the manifest"):
+        load_run(copy)
+
+
+def test_shipped_model_loads_every_stage():
+    from glioseg.artifacts.rundir import load_run
+
+    bundle = load_run(default_model_dir())
+    manifest = json.loads((default_model_dir() / "manifest.json").read_text())
+    assert set(bundle.stages) == set(manifest["stages"])
+
+
+@pytest.mark.realdata
+def test_predict_default_model_on_shared_case(shared_brats18, tmp_path):
+    from typer.testing import CliRunner
+
+    from glioseg.cli import app
+
+    case = shared_brats18 / "Brats18_2013_2_1"
+    start = time.perf_counter()
+    result = CliRunner().invoke(app, ["predict", "-i", str(case), "-o", str(tmp_path)])
+    seconds = time.perf_counter() - start
+    assert result.exit_code == 0, result.output
+    out = nib.load(str(tmp_path / "Brats18_2013_2_1.nii.gz"))
+    ref = nib.load(str(case / "Brats18_2013_2_1_t1.nii.gz"))
+    assert out.shape == ref.shape
+    assert np.array_equal(out.affine, ref.affine)
+    for key in ("qform_code", "sform_code", "pixdim", "quatern_b", "quatern_c", "quatern_d",
+                "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z", "dim", "xyzt_units"):
+        assert np.array_equal(out.header[key], ref.header[key]), key
+    labels = np.asarray(out.dataobj)
+    assert out.get_data_dtype() == np.uint8
+    assert set(np.unique(labels)) <= {0, 1, 2, 4} and (labels > 0).sum() > 1000
+    print(f"predict with the shipped model: {seconds:.1f} s")
+    assert seconds < 60

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from glioseg.cli import app
+from glioseg.data.layouts import find_cases
+from glioseg.evaluation.figures import (
+    LABEL_COLOURS,
+    CurveLogError,
+    case_figure,
+    find_training_logs,
+    largest_cross_section,
+    overlay,
+    plane,
+    plot_training_curves,
+    read_training_log,
+    save_figure,
+    sweep_frames,
+)
+from glioseg.labels import ED, ET, NCR
+
+runner = CliRunner()
+
+
+def _labels():
+    labels = np.zeros((20, 16, 12), np.uint8)
+    labels[5:9, 4:10, 3:5] = ED
+    labels[6:8, 6:8, 4] = ET
+    labels[12, 2:4, 8] = NCR
+    return labels
+
+
+def test_largest_cross_section():
+    labels = np.zeros((20, 16, 12), np.uint8)
+    labels[5:9, 4:10, 3:5] = ED  # per slice: x 12, y 8, z 24 voxels
+    labels[6, 7, 5:9] = ET  # x=6 and y=7 gain 4
+    labels[2, 2, 4] = NCR  # z=4 gains 1
+    assert largest_cross_section(labels) == (6, 7, 4)
+    assert largest_cross_section(np.zeros((6, 8, 10), np.uint8)) == (3, 4, 5)
+
+
+def test_overlay_colours_and_plane_orientation():
+    image = np.full((2, 2), 0.5, np.float32)
+    labels = np.array([[0, ED], [ET, NCR]], np.uint8)
+    rgb = overlay(image, labels, alpha=1.0)
+    assert rgb[0, 0].tolist() == [0.5, 0.5, 0.5]
+    assert np.allclose(rgb[0, 1], LABEL_COLOURS[ED]) and np.allclose(rgb[1, 0], LABEL_COLOURS[ET])
+    assert np.allclose(rgb[1, 1], (1.0, 0.0, 0.0))  # necrosis red
+    assert LABEL_COLOURS[ED][1] > LABEL_COLOURS[ED][0] and LABEL_COLOURS[ET][:2] > (0.8, 0.8)  # green, yellow
+    volume = np.arange(24).reshape(2, 3, 4)
+    assert plane(volume, 2, 0).shape == (3, 2)  # rows: y (anterior up), columns: x
+    assert plane(volume, 2, 0)[0, 0] == volume[0, 2, 0]
+
+
+def test_case_figure_and_sweep(tmp_path):
+    rng = np.random.default_rng(0)
+    flair, t1ce = rng.random((20, 16, 12)) + 1, rng.random((20, 16, 12)) + 1
+    fig = case_figure(flair, t1ce, _labels(), np.roll(_labels(), 1, axis=0), spacing=(1.0, 1.0, 2.5), title="T")
+    assert len(fig.axes) == 12
+    path = save_figure(fig, tmp_path / "case.png")
+    assert Image.open(path).size[0] > 600
+    assert len(case_figure(flair, t1ce, _labels()).axes) == 6  # no prediction: two columns
+    frames = sweep_frames(flair, _labels(), _labels(), axis=2, margin=1)
+    assert len(frames) == 8 and frames[0].shape == (16, 2 * 20 + 2, 3) and frames[0].dtype == np.uint8
+
+
+def test_show_cli(make_synthetic_dataset, tmp_path):
+    root = make_synthetic_dataset("brats2017", n_cases=1, shape=(32, 32, 32), seed=2)
+    case = find_cases(root)[0]
+    out = tmp_path / "pics"
+    result = runner.invoke(app, ["show", str(case.label.parent), "--pred", str(case.label), "-o", str(out), "--gif"])
+    assert result.exit_code == 0, result.output
+    png, gif = out / f"{case.case_id}.png", out / f"{case.case_id}.gif"
+    assert Image.open(png).format == "PNG"
+    assert Image.open(gif).n_frames > 3
+    bad = runner.invoke(app, ["show", str(case.label.parent), "--pred", str(tmp_path / "nope.nii.gz"), "-o", str(out)])
+    assert bad.exit_code == 1 and "file not found" in bad.output
+
+
+def test_training_curves_tolerate_missing_columns(tmp_path):
+    run = tmp_path / "run"
+    (run / "stage1").mkdir(parents=True)
+    log = "epoch,train_loss,val_dice_WT,lr\n0,0.9,0.5,0.01\n1,0.7,,0.005\n2,0.6,0.7,0.001\n"
+    (run / "stage1" / "log.csv").write_text(log)
+    (run / "other.csv").write_text("a,b\n1,2\n")
+    assert find_training_logs(run) == [run / "stage1" / "log.csv"]
+    log = read_training_log(run / "stage1" / "log.csv")
+    assert log["epoch"].tolist() == [0, 1, 2] and np.isnan(log["val_dice_WT"][1]) and "val_dice_ET" not in log
+    assert Image.open(plot_training_curves(run)).format == "PNG"
+    result = runner.invoke(app, ["plot-curves", str(run / "stage1" / "log.csv"), "-o", str(tmp_path / "c.png")])
+    assert result.exit_code == 0 and (tmp_path / "c.png").is_file()
+    with pytest.raises(CurveLogError, match="epoch"):
+        plot_training_curves(tmp_path / "run" / "other.csv")
+    empty = runner.invoke(app, ["plot-curves", str(tmp_path / "missing")])
+    assert empty.exit_code == 1 and "no CSV training log" in empty.output
