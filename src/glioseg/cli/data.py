@@ -1,0 +1,103 @@
+"""Commands on raw datasets: ``check``, ``info``, ``synth``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from glioseg.cli.app import fail, read_one_case
+
+
+def check(
+    dataset: Path = typer.Argument(..., help="Dataset folder (any layout) or one case folder."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the "
+                                            "segmentations (detected when omitted)."),
+    json_report: Path | None = typer.Option(None, "--json", help="Also write a JSON report here."),
+    layout: str | None = typer.Option(None, "--layout", help="Force a layout: brats2017, "
+                                      "brats2023, msd or nnunet."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Cases read in parallel."),
+) -> None:
+    """Check every case's files (modalities, dimensions, geometry, values, labels); exit 1 if any fails."""
+    from rich.console import Console
+
+    from glioseg.data.checks import check_dataset, report_lines, report_table, write_report_json
+
+    report = check_dataset(dataset, label_scheme=label_scheme, layout=layout, workers=workers)
+    if report.cases:
+        Console(width=120).print(report_table(report))
+    for line in report_lines(report):
+        typer.echo(line)
+    if json_report is not None:
+        write_report_json(report, json_report)
+    n = len(report.cases)
+    typer.echo(f"{n - report.n_failed}/{n} cases passed in {report.seconds:.1f} s"
+               + ("" if report.ok else "; fix the errors above"))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def info(
+    case: Path = typer.Argument(..., help="A case folder (any layout) or a dataset folder."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the segmentation."),
+) -> None:
+    """Print modalities, shape, spacing, orientation, intensity ranges and label volumes."""
+    import numpy as np
+
+    from glioseg.data.layouts import DatasetError
+    from glioseg.data.nifti import MODALITIES, CaseError
+    from glioseg.labels import CANONICAL_NAMES, LabelSchemeError
+
+    try:
+        c = read_one_case(case, label_scheme)
+    except (DatasetError, CaseError, LabelSchemeError) as exc:
+        fail(str(exc))
+    geo = c.geometry
+    typer.echo(f"case        {c.case_id}  (layout {c.files.layout})")
+    typer.echo(f"shape       {geo.shape}  spacing {tuple(round(s, 3) for s in geo.spacing)} mm  "
+               f"orientation {''.join(geo.axcodes)}")
+    for ch, mod in zip(c.image, MODALITIES, strict=True):
+        typer.echo(f"{mod:<11} {c.files.images[mod].path.name}  range [{ch.min():.1f}, {ch.max():.1f}]  "
+                   f"nonzero {(ch != 0).mean() * 100:.1f}%")
+    if c.label is not None and c.scheme is not None:
+        voxel_ml = float(np.prod(geo.spacing)) / 1000.0
+        typer.echo(f"labels      scheme {c.scheme.name}: {c.scheme.description}")
+        for canon, name in CANONICAL_NAMES.items():
+            n = int((c.label == canon).sum())
+            if canon and n:
+                typer.echo(f"  {name:<4} {n:>9d} voxels  {n * voxel_ml:8.2f} ml")
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    """``"48"`` -> (48, 48, 48); ``"48,48,40"`` -> (48, 48, 40)."""
+    try:
+        sizes = [int(s) for s in text.replace("x", ",").split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    if len(sizes) == 1:
+        sizes *= 3
+    if len(sizes) != 3:
+        fail(f"--shape {text!r}: give one size (48) or three (48,48,40)")
+    return sizes[0], sizes[1], sizes[2]
+
+
+def synth(
+    out: Path = typer.Argument(..., help="Dataset folder to write."),
+    cases: int = typer.Option(4, "--cases", min=1, help="Number of cases."),
+    layout: str = typer.Option("brats2017", "--layout", help="brats2017, brats2023, msd or nnunet."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the written "
+                                            "segmentations (default: the layout's)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same dataset."),
+    shape: str = typer.Option("48", "--shape", help="Volume size: 48 or 48,48,40."),
+    nested: bool = typer.Option(False, "--nested", help="brats2017: HGG/ and LGG/ subfolders."),
+) -> None:
+    """Write synthetic brain-tumour cases (phantoms) in a dataset layout and label scheme."""
+    from glioseg.data.synthetic import write_synthetic_dataset
+
+    size = _parse_shape(shape)
+    try:
+        written = write_synthetic_dataset(out, cases, layout=layout, scheme=label_scheme, shape=size,
+                                          seed=seed, nested=nested)
+    except ValueError as exc:  # unknown layout or label scheme
+        fail(str(exc))
+    typer.echo(f"wrote {len(written)} synthetic {layout} cases {size} to {out}")

@@ -1,0 +1,88 @@
+"""Scoring and pictures: ``evaluate``, ``show``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from glioseg.cli.app import fail, read_one_case
+
+
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Folder of predictions <ID>.nii.gz (or <ID>_seg / <ID>-seg)."),
+    gt: Path = typer.Option(..., "--gt", help="Dataset folder with the ground-truth segmentations."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the ground truths."),
+    pred_label_scheme: str | None = typer.Option(
+        None, "--pred-label-scheme", help="Scheme of the predictions (default: detected, preferring the GT's)."),
+    lesion_wise: bool = typer.Option(False, "--lesion-wise", help="Also BraTS 2023 lesion-wise Dice/HD95."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Report folder (default PRED/evaluation)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring cases in parallel."),
+    thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Embed best/median/worst pictures."),
+) -> None:
+    """Score predictions by the BraTS rules: CSV, JSON summary and an HTML report."""
+    from glioseg.data.layouts import DatasetError
+    from glioseg.evaluation.evaluate import evaluate_folder
+    from glioseg.evaluation.report import write_report
+    from glioseg.labels import LabelSchemeError
+    from glioseg.runtime import tune_allocator
+
+    tune_allocator()
+
+    def progress(scores, done: int, total: int) -> None:
+        dice = "  ".join(f"{r.value} {s.dice:.3f}" for r, s in scores.regions.items())
+        note = "" if not scores.failed else f"  FAILED ({scores.status}): {scores.message}"
+        typer.echo(f"[{done}/{total}] {scores.case_id}  {dice}{note}")
+
+    try:
+        result = evaluate_folder(pred, gt, label_scheme, pred_label_scheme, lesion_wise, workers, progress)
+    except (DatasetError, FileNotFoundError, LabelSchemeError, ValueError) as exc:
+        fail(str(exc))
+    paths = write_report(result, out if out is not None else pred / "evaluation", thumbnails=thumbnails)
+    for region, stats in result.summary.items():
+        if region != "all":
+            typer.echo(f"{region}: Dice {stats['dice']['mean']:.4f} +- {stats['dice']['std']:.4f}  "
+                       f"HD95 {stats['hd95']['mean']:.2f} mm (median {stats['hd95']['median']:.2f})")
+    typer.echo(f"pooled Dice (seed's number) {result.summary['all']['pooled_dice']['mean']:.4f}; "
+               f"{len(result.cases)} cases in {result.seconds:.1f} s")
+    typer.echo(f"report: {paths['html']}  csv: {paths['csv']}  json: {paths['json']}")
+    if result.unmatched_predictions:
+        typer.echo(f"ignored {len(result.unmatched_predictions)} prediction files matching no case: "
+                   f"{', '.join(result.unmatched_predictions[:5])}")
+    if result.failed:
+        fail(f"{len(result.missing)} missing predictions {result.missing}, {len(result.errors)} unreadable: "
+             + "; ".join(f"{k}: {v}" for k, v in result.errors.items()))
+
+
+def show(
+    case: Path = typer.Argument(..., help="A case folder (any layout)."),
+    pred: Path | None = typer.Option(None, "--pred", help="Predicted label map of this case."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output .png file, or a folder for <ID>.png."),
+    gif: bool = typer.Option(False, "--gif", help="Also write an axial slice-sweep GIF next to the PNG."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the ground truth."),
+    pred_label_scheme: str | None = typer.Option(None, "--pred-label-scheme", help="Scheme of the prediction."),
+) -> None:
+    """Picture of a case: ground truth and prediction on FLAIR and T1ce, three planes."""
+    from glioseg.data.layouts import DatasetError
+    from glioseg.data.nifti import CaseError
+    from glioseg.evaluation.evaluate import read_label_file
+    from glioseg.evaluation.figures import case_figure, save_figure, save_gif, sweep_frames
+    from glioseg.labels import LabelSchemeError
+
+    try:
+        c = read_one_case(case, label_scheme)
+        labels = None
+        if pred is not None:
+            raw, geo, _ = read_label_file(pred, c.case_id, pred_label_scheme,
+                                          c.scheme.name if c.scheme else None, "--pred-label-scheme")
+            if not geo.matches(c.geometry):
+                raise CaseError(c.case_id, f"prediction shape {geo.shape} / affine differ from the case's "
+                                f"{c.geometry.shape}; give a prediction on the case's grid", pred)
+            labels = c.geometry.to_canonical(raw)
+    except (DatasetError, CaseError, LabelSchemeError) as exc:
+        fail(str(exc))
+    png = out if out.suffix.lower() == ".png" else out / f"{c.case_id}.png"
+    fig = case_figure(c.image[3], c.image[1], c.label, labels, c.geometry.canonical_spacing, c.case_id)
+    typer.echo(f"wrote {save_figure(fig, png)}")
+    if gif:
+        typer.echo(f"wrote {save_gif(sweep_frames(c.image[3], c.label, labels), png.with_suffix('.gif'))}")

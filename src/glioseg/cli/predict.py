@@ -1,0 +1,142 @@
+"""Prediction commands: ``predict`` and ``tune-postprocess``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from glioseg.cli.app import CaseBar, fail
+
+if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
+    from glioseg.data.nifti import CaseFiles
+
+
+def _parse_folds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(f) for f in text.replace(" ", "").split(",") if f]
+    except ValueError:
+        fail(f"--folds {text!r}: give fold numbers separated by commas, e.g. --folds 0,1,2")
+
+
+def _predict_inputs(input_: Path | None, t1: Path | None, t1ce: Path | None, t2: Path | None,
+                    flair: Path | None) -> list[CaseFiles]:
+    """Cases from -i (case or dataset folder) or from the four files given one by one."""
+    from glioseg.data.layouts import DatasetError, case_from_files, find_cases
+
+    if any(f is not None for f in (t1, t1ce, t2, flair)):
+        if input_ is not None or t1 is None or t1ce is None or t2 is None or flair is None:
+            fail("give either -i INPUT or all four of --t1 --t1ce --t2 --flair")
+        return [case_from_files(t1, t1ce, t2, flair)]
+    if input_ is None:
+        fail("no input: give -i CASE_OR_DATASET_FOLDER, or --t1 --t1ce --t2 --flair")
+    try:
+        return find_cases(input_)
+    except DatasetError as exc:
+        fail(str(exc))
+
+
+def predict(
+    input_: Path | None = typer.Option(None, "-i", "--input", help="A case folder or a dataset folder (any layout)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: <ID>.nii.gz per case."),
+    model: str | None = typer.Option(None, "-m", "--model", help="Run directory, bundle, or installed model name "
+                                     "[shipped default model]."),
+    folds: str | None = typer.Option(None, "--folds", help="Folds to ensemble, e.g. 0,1,2 [all]."),
+    tta: str = typer.Option("none", "--tta", help="Mirroring test-time augmentation: none, all (8 flips) or N."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16, fp16 (CUDA) or fp32."),
+    cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="Low-res whole brain, high-res tumour box."),
+    margin: float = typer.Option(16.0, "--margin", help="Cascade margin around the tumour, in mm."),
+    overlap: float = typer.Option(0.5, "--overlap", help="Sliding-window overlap in [0, 1)."),
+    tile_batch: int = typer.Option(1, "--tile-batch", min=1, help="Tiles per network call."),
+    num_shards: int = typer.Option(1, "--num-shards", min=1, help="Split the cases into N shards."),
+    shard_id: int = typer.Option(0, "--shard-id", min=0, help="Which shard (0..N-1) this process predicts."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip cases whose output exists."),
+    save_probabilities: bool = typer.Option(False, "--save-probabilities",
+                                            help="Also write OUT/probabilities/<ID>_<region>.nii.gz."),
+    mc_dropout: int = typer.Option(0, "--mc-dropout", min=0, help="MC-dropout samples; writes OUT/uncertainty/."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads [one per core]; 1 is "
+                                       "faster on a machine busy with other jobs."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the written labels "
+                                            "[the dataset's, else brats2017]."),
+    t1: Path | None = typer.Option(None, "--t1", help="T1 file (with --t1ce --t2 --flair)."),
+    t1ce: Path | None = typer.Option(None, "--t1ce", help="T1ce file."),
+    t2: Path | None = typer.Option(None, "--t2", help="T2 file."),
+    flair: Path | None = typer.Option(None, "--flair", help="FLAIR file."),
+) -> None:
+    """Segment cases with a trained model; write <OUT>/<ID>.nii.gz in each input's geometry."""
+    from glioseg.artifacts.bundles import BundleError, resolve_model
+    from glioseg.inference.batch import manifest_path, predict_dataset, select_shard
+    from glioseg.inference.predictor import Predictor
+    from glioseg.labels import LabelSchemeError, get_scheme
+    from glioseg.runtime import tune_allocator
+    from glioseg.training.trainer import TrainError
+
+    tune_allocator()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        if label_scheme is not None:
+            get_scheme(label_scheme)
+        cases = select_shard(_predict_inputs(input_, t1, t1ce, t2, flair), num_shards, shard_id)
+        run_dir = resolve_model(model)
+        predictor = Predictor.from_run(run_dir, _parse_folds(folds), device=device, precision=precision,
+                                       tta=tta, cascade=cascade, margin_mm=margin, overlap=overlap,
+                                       tile_batch=tile_batch, mc_samples=mc_dropout)
+    except (BundleError, FileNotFoundError, ValueError, LabelSchemeError, TrainError) as exc:
+        fail(str(exc))
+    manifest = manifest_path(out, num_shards, shard_id)
+    with CaseBar("predict", len(cases)) as bar:
+        results = predict_dataset(predictor, cases, out, label_scheme=label_scheme, skip_existing=skip_existing,
+                                  save_probabilities=save_probabilities, manifest=manifest,
+                                  on_result=lambda r: bar.advance(r.case_id, r.status, r.error, f" {r.seconds:.1f}s"))
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    typer.echo(f"{counts['done']} predicted, {counts['skipped']} skipped, {counts['failed']} failed -> {out} "
+               f"(manifest {manifest})")
+    failed = [r.case_id for r in results if r.status == "failed"]
+    if failed:
+        fail(f"{len(failed)} case(s) failed: {', '.join(failed)}; see {manifest}")
+
+
+def tune_postprocess_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory (or folder of fold_<k> runs)."),
+    preprocessed: Path = typer.Argument(..., help="Preprocessed dataset at the full-resolution stage's spacing."),
+    splits: Path | None = typer.Option(None, "--splits", help="splits.json [the runs' recorded splits]."),
+    thresholds: bool = typer.Option(False, "--thresholds/--no-thresholds", help="Also tune the WT/TC/ET thresholds."),
+    candidates: str = typer.Option("0,10,25,50,100,200,300,500,750,1000,1500", "--candidates",
+                                   help="Small-ET thresholds (voxels) to try."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16, fp16 (CUDA) or fp32."),
+) -> None:
+    """Choose the small-ET rule (and thresholds) on validation folds; write RUN_DIR/postprocess.json."""
+    from glioseg.inference.postprocess import save_postprocess, tune_postprocess
+    from glioseg.inference.tuning import validation_probabilities
+    from glioseg.preprocessing.normalize import PreprocessError
+    from glioseg.preprocessing.splits import SplitError
+    from glioseg.runtime import tune_allocator
+    from glioseg.training.trainer import TrainError
+
+    tune_allocator()
+    try:
+        values = [int(v) for v in candidates.replace(" ", "").split(",") if v]
+    except ValueError:
+        fail(f"--candidates {candidates!r}: give whole numbers of voxels separated by commas")
+    try:
+        pairs = validation_probabilities(run_dir, preprocessed, splits, {"device": device, "precision": precision},
+                                         on_case=lambda cid: typer.echo(f"  {cid}"))
+        target = "labels" if pairs[0][0].shape[0] != 3 else "regions"
+        result = tune_postprocess(pairs, target, values, thresholds)
+    except (FileNotFoundError, ValueError, TrainError, PreprocessError, SplitError) as exc:
+        fail(str(exc))
+    path = save_postprocess(result.config, run_dir, {"tuning": result.to_dict()})
+    names = ("WT", "TC", "ET")
+    base = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.baseline_dice, strict=True))
+    tuned = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.mean_dice, strict=True))
+    typer.echo(f"{result.n_cases} validation cases; default Dice {base}")
+    typer.echo(f"min_et_voxels {result.config.min_et_voxels}, thresholds {result.config.thresholds}: Dice {tuned}")
+    typer.echo(f"wrote {path}")

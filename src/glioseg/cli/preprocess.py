@@ -1,0 +1,59 @@
+"""Commands that prepare training data: ``preprocess``, ``split``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from glioseg.cli.app import CaseBar, fail
+
+
+def preprocess(
+    dataset: Path = typer.Argument(..., help="Dataset folder (any supported layout)."),
+    out: Path = typer.Argument(..., help="Output folder for the preprocessed cases."),
+    spacing: float | None = typer.Option(None, "--spacing", help="Isotropic target spacing in mm [keep]."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the segmentations [detect]."),
+    force: bool = typer.Option(False, "--force", help="Redo cases that are already up to date."),
+) -> None:
+    """Crop to the brain, z-score each modality in the brain, optionally resample; cache as .npy."""
+    from glioseg.data.layouts import DatasetError, find_cases
+    from glioseg.preprocessing.normalize import preprocess_dataset
+    from glioseg.runtime import tune_allocator
+
+    tune_allocator()
+    try:
+        cases = find_cases(dataset)
+    except DatasetError as exc:
+        fail(str(exc))
+    with CaseBar("preprocess", len(cases)) as bar:
+        result = preprocess_dataset(cases, out, spacing, workers, label_scheme, force,
+                                    lambda r: bar.advance(r.case_id, r.status, r.error))
+    counts = {s: sum(r.status == s for r in result.results) for s in ("done", "skipped", "failed")}
+    typer.echo(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed -> {out}")
+    if result.failed:
+        fail(f"{len(result.failed)} case(s) failed: {', '.join(r.case_id for r in result.failed)}")
+
+
+def split(
+    preprocessed: Path = typer.Argument(..., help="Preprocessed dataset folder."),
+    folds: int = typer.Option(5, "--folds", help="Folds (1 = a single train/val split)."),
+    seed: int = typer.Option(0, "--seed", help="Shuffling seed."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="ID-mapping CSV (one patient per row)."),
+    grades: Path | None = typer.Option(None, "--grades", help="Grade CSV (ID column + Grade) to stratify."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Val share when --folds 1."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Output [PREPROCESSED/splits.json]."),
+) -> None:
+    """Make k-fold / train-val splits that never put one patient on both sides."""
+    from glioseg.preprocessing.normalize import PreprocessError, list_preprocessed
+    from glioseg.preprocessing.splits import SplitError, make_splits, save_splits
+
+    try:
+        result = make_splits(list_preprocessed(preprocessed), folds, seed, mapping, grades, val_fraction)
+    except (PreprocessError, SplitError) as exc:
+        fail(str(exc))
+    path = save_splits(result, output or preprocessed / "splits.json")
+    for s in result["splits"]:
+        typer.echo(f"fold {s['fold']}: {len(s['train'])} train, {len(s['val'])} val")
+    typer.echo(f"{result['n_cases']} cases, {result['n_patients']} patients -> {path}")

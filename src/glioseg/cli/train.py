@@ -1,0 +1,103 @@
+"""Training commands: ``train`` (also under torchrun) and ``plot-curves``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from glioseg.cli.app import fail
+
+if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
+    from glioseg.training.trainer import DistInfo
+
+
+def _torchrun_membership() -> DistInfo:
+    """Process-group membership from torchrun's RANK / WORLD_SIZE / LOCAL_RANK (single process without)."""
+    import os
+
+    from glioseg.training.trainer import DistInfo
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def train(
+    preprocessed: Path = typer.Argument(
+        ..., help="Preprocessed dataset at the stage's spacing (`glioseg preprocess`)."),
+    run_dir: Path = typer.Argument(..., help="Run directory (created; resumed when it holds a checkpoint)."),
+    preset: str | None = typer.Option(None, "--preset", help="isensee2017 (GPU) or cpu [the run's, else isensee2017]."),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML overriding the preset."),
+    stage: str | None = typer.Option(None, "--stage", help="Stage to train (cpu preset: low, high) [first]."),
+    fold: int | None = typer.Option(None, "--fold", min=0, help="Cross-validation fold to train."),
+    all_folds: bool = typer.Option(False, "--all-folds", help="Train every fold into RUN/fold_<k>/."),
+    splits: Path | None = typer.Option(None, "--splits", help="splits.json [RUN's, PREPROCESSED's, or new]."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the stage's epochs."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override iterations per epoch."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16, fp16 (CUDA)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the stage's checkpoint."),
+    seed: int | None = typer.Option(None, "--seed", help="Base seed."),
+    deterministic: bool | None = typer.Option(None, "--deterministic/--no-deterministic",
+                                              help="Best-effort deterministic kernels."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train one stage of a 3D U-Net (resumable; runs under torchrun for DDP)."""
+    import dataclasses
+
+    from glioseg.config import ConfigError, resolve_config
+    from glioseg.preprocessing.normalize import PreprocessError
+    from glioseg.preprocessing.splits import SplitError
+    from glioseg.runtime import tune_allocator
+    from glioseg.training.trainer import TrainError, fit, fit_all_folds, init_distributed
+
+    if fold is not None and all_folds:
+        fail("give either --fold K or --all-folds, not both")
+    tune_allocator()
+    dist = _torchrun_membership()
+    try:
+        saved = run_dir / "config.yaml" if not all_folds else run_dir / "fold_0" / "config.yaml"
+        config = resolve_config(preset, config_file, saved if resume else None)
+        name = config.stage(stage).name
+        changes = {k: v for k, v in (("epochs", epochs), ("iterations", iterations), ("precision", precision))
+                   if v is not None}
+        if changes:
+            config = config.with_stage(name, **changes)
+        top: dict[str, Any] = {k: v for k, v in (("device", device), ("seed", seed), ("deterministic", deterministic))
+                               if v is not None}
+        config = dataclasses.replace(config, **top) if top else config
+        initialised = init_distributed(dist, config.device)
+        kwargs: dict[str, Any] = {"splits_path": splits, "resume": resume, "dist": dist,
+                                  "show_progress": progress and dist.is_main}
+        if all_folds:
+            results = fit_all_folds(config, preprocessed, run_dir, name, **kwargs)
+        else:
+            results = [fit(config, preprocessed, run_dir, name, fold=fold, **kwargs)]
+    except (ConfigError, TrainError, PreprocessError, SplitError, ValueError) as exc:
+        fail(str(exc))
+    if initialised:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
+    if dist.is_main:
+        for r in results:
+            best = next((row for row in r.progress.history if row["epoch"] == r.progress.best_epoch), {})
+            dice = "  ".join(f"{k[5:]} {v:.3f}" for k, v in best.items() if k.startswith("dice_"))
+            typer.echo(f"{r.stage_dir}: {r.progress.epoch} epochs, {r.progress.seconds / 60:.1f} min; "
+                       f"best epoch {r.progress.best_epoch}  {dice or '(no validation)'}")
+
+
+def plot_curves(
+    run_dir: Path = typer.Argument(..., help="Run directory (CSV logs found inside) or one CSV log."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="PNG path (default RUN_DIR/curves.png)."),
+) -> None:
+    """Plot training curves (loss, validation Dice per region, learning rate) from CSV logs."""
+    from glioseg.evaluation.figures import CurveLogError, plot_training_curves
+
+    try:
+        typer.echo(f"wrote {plot_training_curves(run_dir, out)}")
+    except (CurveLogError, OSError) as exc:
+        fail(str(exc))
