@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from glioseg.data.layouts import find_cases
-from glioseg.preprocessing.normalize import load_preprocessed, preprocess_dataset
+from glioseg.preprocessing.cache import load_preprocessed, preprocess_dataset
 from glioseg.runtime import tune_allocator
 from glioseg.training.augment import default_augmentation
 from glioseg.training.dataset import PatchDataset

@@ -23,7 +23,7 @@ import torch
 
 from glioseg.data.layouts import find_cases
 from glioseg.evaluation.evaluate import evaluate_folder, read_label_file
-from glioseg.evaluation.metrics import compute_brats_metrics
+from glioseg.evaluation.scores import compute_brats_metrics
 from glioseg.labels import REGIONS, labels_to_regions
 from glioseg.runtime import tune_allocator
 

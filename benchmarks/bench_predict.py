@@ -129,7 +129,8 @@ def monai_predict(predictor, case, whole_volume: bool, overlap: float):
     from monai.inferers import sliding_window_inference
 
     from glioseg.inference.postprocess import postprocess_probabilities
-    from glioseg.preprocessing.normalize import preprocess_case, restore_to_case_grid
+    from glioseg.preprocessing.normalize import preprocess_case
+    from glioseg.preprocessing.restore import restore_to_case_grid
     from glioseg.runtime import autocast_context
 
     stage = predictor.full_stage

@@ -15,7 +15,8 @@ import numpy as np
 
 from glioseg.evaluation.metrics import dice
 from glioseg.labels import REGIONS, labels_to_regions
-from glioseg.preprocessing.normalize import list_preprocessed, load_preprocessed, restore_to_case_grid
+from glioseg.preprocessing.cache import list_preprocessed, load_preprocessed
+from glioseg.preprocessing.restore import restore_to_case_grid
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ _MODULE_EXPORTS: dict[str, tuple[str, ...]] = {
     "glioseg.data.nifti": ("MODALITIES", "Case", "CaseError", "CaseFiles", "Geometry", "read_case", "write_seg"),
     "glioseg.data.layouts": ("DatasetError", "case_from_files", "find_cases"),
     "glioseg.data.synthetic": ("make_synthetic_case", "write_synthetic_dataset"),
-    "glioseg.preprocessing.normalize": ("PreprocessedCase", "preprocess_case", "load_preprocessed"),
+    "glioseg.preprocessing.normalize": ("PreprocessedCase", "preprocess_case"),
+    "glioseg.preprocessing.cache": ("load_preprocessed",),
     "glioseg.preprocessing.splits": ("make_splits",),
     "glioseg.networks": ("build_model",),
     "glioseg.artifacts.rundir": ("load_run",),
@@ -27,7 +28,8 @@ _MODULE_EXPORTS: dict[str, tuple[str, ...]] = {
     "glioseg.inference.predictor": ("Prediction", "Predictor"),
     "glioseg.inference.batch": ("predict_dataset",),
     "glioseg.inference.postprocess": ("PostprocessConfig", "postprocess_probabilities"),
-    "glioseg.evaluation.metrics": ("compute_brats_metrics", "dice", "hd95"),
+    "glioseg.evaluation.metrics": ("dice", "hd95"),
+    "glioseg.evaluation.scores": ("compute_brats_metrics",),
     "glioseg.evaluation.evaluate": ("evaluate_folder",),
 }
 # public name -> defining module
@@ -81,13 +83,15 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from glioseg.data.nifti import MODALITIES, Case, CaseError, CaseFiles, Geometry, read_case, write_seg
     from glioseg.data.synthetic import make_synthetic_case, write_synthetic_dataset
     from glioseg.evaluation.evaluate import evaluate_folder
-    from glioseg.evaluation.metrics import compute_brats_metrics, dice, hd95
+    from glioseg.evaluation.metrics import dice, hd95
+    from glioseg.evaluation.scores import compute_brats_metrics
     from glioseg.inference.batch import predict_dataset
     from glioseg.inference.postprocess import PostprocessConfig, postprocess_probabilities
     from glioseg.inference.predictor import Prediction, Predictor
     from glioseg.labels import REGIONS, LabelScheme, Region, detect_scheme, get_scheme
     from glioseg.networks import build_model
-    from glioseg.preprocessing.normalize import PreprocessedCase, load_preprocessed, preprocess_case
+    from glioseg.preprocessing.cache import load_preprocessed
+    from glioseg.preprocessing.normalize import PreprocessedCase, preprocess_case
     from glioseg.preprocessing.splits import make_splits
     from glioseg.training.trainer import fit
 

@@ -367,7 +367,7 @@ def dump_config(config: TrainConfig) -> str:
 
 def save_config(config: TrainConfig, path: Path | str) -> Path:
     """Write a config as YAML atomically."""
-    from glioseg.data.nifti import atomic_write
+    from glioseg.utils import atomic_write
 
     text = dump_config(config)
     return atomic_write(Path(path), lambda tmp: tmp.write_text(text))

@@ -6,18 +6,10 @@ import pytest
 import SimpleITK as sitk
 
 from glioseg.data.layouts import case_from_files, find_cases
-from glioseg.data.nifti import (
-    CaseError,
-    CaseFiles,
-    ImageSource,
-    atomic_write,
-    make_label_image,
-    read_case,
-    write_image,
-    write_seg,
-)
+from glioseg.data.nifti import CaseError, CaseFiles, ImageSource, make_label_image, read_case, write_image, write_seg
 from glioseg.data.synthetic import make_synthetic_case, write_synthetic_dataset
 from glioseg.labels import SCHEMES, LabelSchemeError
+from glioseg.utils import atomic_write
 
 SHAPE = (24, 28, 20)
 # header fields that legitimately differ between an int16 image and its uint8 label map
@@ -231,7 +223,7 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
     import os
     import stat
 
-    from glioseg.data.nifti import atomic_write
+    from glioseg.utils import atomic_write
 
     old = os.umask(0o022)
     try:

@@ -5,25 +5,20 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from glioseg.evaluation.lesionwise import LESION_MISS_HD95_MM, ground_truth_lesions, lesion_wise_scores
 from glioseg.evaluation.metrics import (
     HD95_EMPTY_MM,
-    LESION_MISS_HD95_MM,
-    BraTSMetric,
-    bounding_box,
-    compute_brats_metrics,
-    describe,
     dice,
-    failed_case,
-    ground_truth_lesions,
     hd95,
-    lesion_wise_scores,
     pooled_dice,
     score_region,
     sensitivity_specificity,
     surface,
     surface_distances,
 )
+from glioseg.evaluation.scores import BraTSMetric, compute_brats_metrics, describe, failed_case
 from glioseg.labels import ED, ET, NCR, RC, REGIONS, SCHEMES, Region
+from glioseg.utils import bounding_box
 
 
 def box(shape, lo, hi):

@@ -13,12 +13,12 @@ from glioseg.inference.postprocess import (
     postprocess_probabilities,
     probabilities_to_labels,
     region_dice,
-    restore_probabilities,
     save_postprocess,
     tune_postprocess,
 )
 from glioseg.labels import BG, ED, ET, NCR, labels_to_regions
 from glioseg.preprocessing.normalize import preprocess_case
+from glioseg.preprocessing.restore import restore_probabilities
 
 
 def one_hot_regions(labels: np.ndarray) -> np.ndarray:

@@ -394,7 +394,7 @@ def test_default_affine_is_not_ras():
 
 @pytest.fixture()
 def tuning_setup(tmp_path, synthetic_dataset):
-    from glioseg.preprocessing.normalize import preprocess_dataset
+    from glioseg.preprocessing.cache import preprocess_dataset
 
     pre = tmp_path / "pre"
     assert not preprocess_dataset(find_cases(synthetic_dataset), pre, spacing_mm=1.0).failed
@@ -442,7 +442,7 @@ def test_tuning_cache_is_not_reused_after_retraining(tuning_setup):
 
 
 def test_cli_tune_postprocess_errors(tuning_setup, tmp_path, synthetic_dataset):
-    from glioseg.preprocessing.normalize import preprocess_dataset
+    from glioseg.preprocessing.cache import preprocess_dataset
 
     run, pre, _ = tuning_setup
     pre2 = tmp_path / "pre2"

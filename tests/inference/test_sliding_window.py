@@ -5,17 +5,8 @@ import torch
 from torch import nn
 
 from glioseg.inference import sliding_window as inference
-from glioseg.inference.sliding_window import (
-    ALL_FLIPS,
-    TilePredictor,
-    gaussian_importance,
-    mc_dropout,
-    parse_flips,
-    predict_volume,
-    sliding_window_inference,
-    split_moments,
-    tile_starts,
-)
+from glioseg.inference.ensemble import ALL_FLIPS, TilePredictor, mc_dropout, parse_flips, predict_volume, split_moments
+from glioseg.inference.sliding_window import gaussian_importance, sliding_window_inference, tile_starts
 
 
 class ConstantModel(nn.Module):

@@ -16,16 +16,9 @@ from glioseg.data.layouts import find_cases
 from glioseg.data.nifti import Case, CaseError, CaseFiles
 from glioseg.data.synthetic import make_synthetic_case, synthetic_geometry, write_synthetic_dataset
 from glioseg.labels import get_scheme
-from glioseg.preprocessing.normalize import (
-    PreprocessError,
-    brain_bbox,
-    list_preprocessed,
-    load_preprocessed,
-    preprocess_case,
-    preprocess_dataset,
-    read_meta,
-    restore_to_case_grid,
-)
+from glioseg.preprocessing.cache import list_preprocessed, load_preprocessed, preprocess_dataset, read_meta
+from glioseg.preprocessing.normalize import PreprocessError, brain_bbox, preprocess_case
+from glioseg.preprocessing.restore import restore_to_case_grid
 
 SHARED = Path(__file__).resolve().parents[3] / "shared/data/brats18"
 

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 from glioseg.data.nifti import Case, CaseFiles
 from glioseg.data.synthetic import make_synthetic_case, synthetic_geometry
 from glioseg.labels import ED, ET, NCR, get_scheme
-from glioseg.preprocessing.normalize import PreprocessError, load_preprocessed, preprocess_case, save_preprocessed
+from glioseg.preprocessing.cache import load_preprocessed, save_preprocessed
+from glioseg.preprocessing.normalize import PreprocessError, preprocess_case
 from glioseg.training.augment import Compose, RandomSpatial, default_augmentation
 from glioseg.training.dataset import PatchDataset, crop_with_padding, whole_volume_shape
 

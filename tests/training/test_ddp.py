@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from glioseg.data.layouts import find_cases
-from glioseg.preprocessing.normalize import preprocess_dataset
+from glioseg.preprocessing.cache import preprocess_dataset
 from glioseg.training.trainer import DistInfo, StepSampler
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from glioseg.artifacts.rundir import load_run
 from glioseg.config import ConfigError, ModelConfig, StageConfig, TrainConfig
 from glioseg.data.layouts import find_cases
-from glioseg.preprocessing.normalize import preprocess_dataset
+from glioseg.preprocessing.cache import preprocess_dataset
 from glioseg.training.trainer import TrainError, fit, lr_at, resolve_split, train_stage
 
 TINY = ModelConfig(base_filters=4, depth=3)
@@ -190,7 +190,7 @@ def test_small_network_learns_synthetic_tumours(make_synthetic_dataset, tmp_path
 
     from glioseg.evaluation.metrics import dice
     from glioseg.labels import labels_to_regions
-    from glioseg.preprocessing.normalize import load_preprocessed
+    from glioseg.preprocessing.cache import load_preprocessed
     from glioseg.training.losses import logits_to_labels
 
     raw = make_synthetic_dataset(n_cases=8, shape=(32, 32, 32), seed=5)

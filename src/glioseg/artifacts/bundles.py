@@ -118,7 +118,7 @@ def write_manifest(bundle: Path, info: dict[str, Any]) -> dict[str, Any]:
     Returns:
         The manifest written.
     """
-    from glioseg.data.nifti import atomic_write
+    from glioseg.utils import atomic_write
 
     files = {p.relative_to(bundle).as_posix(): sha256_file(p)
              for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST}
@@ -201,7 +201,7 @@ def export_model(bundle_dir: Path | str, zip_path: Path | str) -> Path:
     Raises:
         BundleError: the folder does not verify against its manifest.
     """
-    from glioseg.data.nifti import atomic_write
+    from glioseg.utils import atomic_write
 
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
@@ -258,7 +258,7 @@ def _copy_weights(src: Path, dst: Path, fp16: bool) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from glioseg.data.nifti import atomic_write
+    from glioseg.utils import atomic_write
 
     tensors = load_file(str(src))
     with safe_open(str(src), framework="pt") as fh:

@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from glioseg.config import ConfigError, StageConfig, TrainConfig, load_config, save_config, to_dict
-from glioseg.data.nifti import atomic_write
 from glioseg.networks import build_model
 from glioseg.runtime import select_device
 from glioseg.training.checkpoint import INFERENCE_KEYS, Progress, TrainError, load_weights
 from glioseg.training.losses import output_channels
+from glioseg.utils import atomic_write
 
 RUN_FORMAT = "glioseg-run/1"
 
@@ -196,7 +196,7 @@ def resolve_split(preprocessed: Path | str, run_dir: Path | str, config: TrainCo
     Raises:
         TrainError: no preprocessed cases, or split cases that are not preprocessed.
     """
-    from glioseg.preprocessing.normalize import list_preprocessed
+    from glioseg.preprocessing.cache import list_preprocessed
     from glioseg.preprocessing.splits import get_fold, load_splits, make_splits
 
     cases = list_preprocessed(preprocessed)

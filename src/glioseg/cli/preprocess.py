@@ -19,7 +19,7 @@ def preprocess(
 ) -> None:
     """Crop to the brain, z-score each modality in the brain, optionally resample; cache as .npy."""
     from glioseg.data.layouts import DatasetError, find_cases
-    from glioseg.preprocessing.normalize import preprocess_dataset
+    from glioseg.preprocessing.cache import preprocess_dataset
     from glioseg.runtime import tune_allocator
 
     tune_allocator()
@@ -46,7 +46,8 @@ def split(
     output: Path | None = typer.Option(None, "-o", "--output", help="Output [PREPROCESSED/splits.json]."),
 ) -> None:
     """Make k-fold / train-val splits that never put one patient on both sides."""
-    from glioseg.preprocessing.normalize import PreprocessError, list_preprocessed
+    from glioseg.preprocessing.cache import list_preprocessed
+    from glioseg.preprocessing.normalize import PreprocessError
     from glioseg.preprocessing.splits import SplitError, make_splits, save_splits
 
     try:

@@ -20,16 +20,9 @@ from typing import Any, Literal
 import numpy as np
 
 from glioseg.data.layouts import find_cases
-from glioseg.data.nifti import (
-    AFFINE_TOLERANCE_MM,
-    MODALITIES,
-    CaseError,
-    CaseFiles,
-    Geometry,
-    atomic_write,
-    load_nifti,
-)
+from glioseg.data.nifti import AFFINE_TOLERANCE_MM, MODALITIES, CaseError, CaseFiles, Geometry, load_nifti
 from glioseg.labels import SCHEMES, LabelScheme, LabelSchemeError, detect_scheme, get_scheme
+from glioseg.utils import atomic_write
 
 Severity = Literal["error", "warning"]
 EXPECTED_SPACING_MM = 1.0

@@ -11,10 +11,7 @@ No torch here: this layer is numpy + nibabel.
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +28,7 @@ from nibabel.orientations import (
 )
 
 from glioseg.labels import LabelScheme, detect_scheme, get_scheme
+from glioseg.utils import atomic_write
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 CANONICAL_AXCODES: tuple[str, str, str] = ("R", "A", "S")
@@ -306,33 +304,6 @@ def read_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
             scheme = detect_scheme(np.unique(raw).tolist(), files.scheme_hint, context)
         label = geometry.to_canonical(scheme.to_canonical(raw, context))
     return Case(files.case_id, image, label, geometry, files, scheme)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place.
-
-    The temporary name keeps the file's suffixes so that writers that dispatch on them work.
-    Nothing is left at ``path`` if ``write`` fails.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def make_label_image(labels: np.ndarray, geometry: Geometry, scheme: str | LabelScheme) -> nib.Nifti1Image:

@@ -21,8 +21,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
-from glioseg.data.nifti import CANONICAL_AXCODES, MODALITIES, Geometry, atomic_write
+from glioseg.data.nifti import CANONICAL_AXCODES, MODALITIES, Geometry
 from glioseg.labels import ED, ET, NCR, LabelScheme, get_scheme
+from glioseg.utils import atomic_write
 
 SYNTH_LAYOUTS: tuple[str, ...] = ("brats2017", "brats2023", "msd", "nnunet")
 DEFAULT_SCHEME: dict[str, str] = {

@@ -2,7 +2,7 @@
 
 Predictions are paired with ground-truth cases by ID: ``<ID>.nii.gz`` (BraTS submission naming),
 ``<ID>_seg.nii.gz`` or ``<ID>-seg.nii.gz`` (``.nii`` too). Only label files are read. A missing
-or unreadable prediction is scored as a failure (see :func:`glioseg.evaluation.metrics.failed_case`) and
+or unreadable prediction is scored as a failure (see :func:`glioseg.evaluation.scores.failed_case`) and
 listed; the other cases go on.
 """
 
@@ -20,15 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from glioseg.data.layouts import find_cases, strip_nii
-from glioseg.data.nifti import CaseError, CaseFiles, Geometry, atomic_write, load_nifti, read_array
-from glioseg.evaluation.metrics import (
-    CONVENTIONS,
-    REGION_METRICS,
-    CaseScores,
-    compute_brats_metrics,
-    failed_case,
-    summarize,
-)
+from glioseg.data.nifti import CaseError, CaseFiles, Geometry, load_nifti, read_array
+from glioseg.evaluation.metrics import CONVENTIONS, REGION_METRICS
+from glioseg.evaluation.scores import CaseScores, compute_brats_metrics, failed_case, summarize
 from glioseg.labels import (
     REGIONS,
     LabelScheme,
@@ -38,6 +32,7 @@ from glioseg.labels import (
     get_scheme,
     labels_to_regions,
 )
+from glioseg.utils import atomic_write
 
 PREDICTION_SUFFIXES: tuple[str, ...] = ("", "_seg", "-seg")
 
@@ -61,7 +56,7 @@ class EvaluationResult:
 
     Attributes:
         cases: scores per case, sorted by ID (failures included).
-        summary: per region and metric statistics (:func:`glioseg.evaluation.metrics.summarize`).
+        summary: per region and metric statistics (:func:`glioseg.evaluation.scores.summarize`).
         missing: case IDs without a prediction.
         errors: case ID -> message for unreadable or mismatched files.
         unmatched_predictions: prediction files whose ID is not a ground-truth case.

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from glioseg.data.nifti import atomic_write
 from glioseg.labels import ED, ET, NCR, RC
+from glioseg.utils import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,5 +1,6 @@
-"""Segmentation metrics by the BraTS rules: Dice, HD95, sensitivity, specificity, volumes,
-BraTS 2023 lesion-wise Dice/HD95, and the seed's pooled Dice.
+"""Voxel-wise segmentation metrics by the BraTS rules: Dice, HD95, sensitivity, specificity,
+volumes, and the seed's pooled Dice (lesion-wise scores: :mod:`glioseg.evaluation.lesionwise`;
+per-case records and summaries: :mod:`glioseg.evaluation.scores`).
 
 Conventions (also in :data:`CONVENTIONS`, which ``glioseg evaluate`` writes into its reports):
 
@@ -36,19 +37,15 @@ computed inside the bounding box (plus a margin) of the two masks, which makes H
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import cc3d
 import numpy as np
 from scipy import ndimage
 
-from glioseg.labels import ED, ET, NCR, REGION_LABELS, REGIONS, Region
+from glioseg.labels import ED, ET, NCR
 
 HD95_EMPTY_MM = 373.13  # BraTS 2017-2021 value when exactly one mask is empty
-LESION_MISS_HD95_MM = 374.0  # BraTS 2023 value for missed and false-positive lesions
-LESION_DILATION = 3
-LESION_MIN_VOXELS = 50
 REGION_METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity",
                                    "volume_pred_ml", "volume_true_ml")
 LESION_METRICS: tuple[str, ...] = ("lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn")
@@ -72,7 +69,6 @@ CONVENTIONS: dict[str, str] = {
 }
 
 _CROSS = ndimage.generate_binary_structure(3, 1)
-_STRUCT18 = ndimage.generate_binary_structure(3, 2)
 
 
 @dataclass(frozen=True)
@@ -115,51 +111,6 @@ class LesionScores:
     lesion_fn: int
 
 
-@dataclass
-class CaseScores:
-    """All scores of one case.
-
-    Attributes:
-        case_id: identifier.
-        regions: region -> scores.
-        pooled_dice: the seed's pooled Dice.
-        lesion: region -> lesion-wise scores, or None when not computed.
-        status: ``"ok"``, ``"missing"`` (no prediction) or ``"error"`` (unreadable input).
-        message: what went wrong, for failures.
-    """
-
-    case_id: str
-    regions: dict[Region, RegionScores]
-    pooled_dice: float
-    lesion: dict[Region, LesionScores] | None = None
-    status: str = "ok"
-    message: str = ""
-
-    @property
-    def failed(self) -> bool:
-        """True for a missing or unreadable prediction."""
-        return self.status != "ok"
-
-    @property
-    def mean_dice(self) -> float:
-        """Mean Dice over the regions (used to rank cases)."""
-        return float(np.mean([s.dice for s in self.regions.values()]))
-
-    def to_row(self) -> dict[str, object]:
-        """Flat dict for one CSV row: ``case_id, status, <metric>_<region>..., pooled_dice, message``."""
-        row: dict[str, object] = {"case_id": self.case_id, "status": self.status}
-        for name in REGION_METRICS:
-            for region, scores in self.regions.items():
-                row[f"{name}_{region.value}"] = getattr(scores, name)
-        if self.lesion is not None:
-            for name in LESION_METRICS:
-                for region, lesion in self.lesion.items():
-                    row[f"{name}_{region.value}"] = getattr(lesion, name)
-        row["pooled_dice"] = self.pooled_dice
-        row["message"] = self.message
-        return row
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -177,25 +128,6 @@ def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float,
     if len(values) != ndim or not all(math.isfinite(s) and s > 0 for s in values):
         raise ValueError(f"spacing {spacing} must be {ndim} positive numbers (mm)")
     return values
-
-
-def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    """Slices of the smallest box holding every True voxel, grown by ``margin`` and clipped.
-
-    Args:
-        mask: bool array of any dimensionality.
-        margin: voxels added on each side (clipped at the array's edges).
-
-    Returns:
-        One slice per axis, or None for an empty mask.
-    """
-    slices = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hit.size == 0:
-            return None
-        slices.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(slices)
 
 
 def _union_box(pred: np.ndarray, gt: np.ndarray, margin: int) -> tuple[slice, ...] | None:
@@ -380,222 +312,9 @@ def score_region(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[flo
 # ----------------------------------------------------------------------------- lesion-wise
 
 
-def ground_truth_lesions(gt: np.ndarray, dilation: int = LESION_DILATION) -> np.ndarray:
-    """BraTS 2023 ground-truth lesions: components of the dilated mask, restricted to the mask.
-
-    Args:
-        gt: bool ``(X, Y, Z)``.
-        dilation: dilation iterations (18-connected structuring element).
-
-    Returns:
-        int ``(X, Y, Z)`` lesion ids (0 background); ground-truth parts closer than the
-        dilation share an id.
-    """
-    gt = np.asarray(gt, dtype=bool)
-    grown = ndimage.binary_dilation(gt, structure=_STRUCT18, iterations=dilation) if dilation else gt
-    ids = cc3d.connected_components(grown.astype(np.uint8), connectivity=26)
-    return np.where(gt, ids, 0)
-
-
-def lesion_wise_scores(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[float] | None = None,
-                       dilation: int = LESION_DILATION, min_lesion_voxels: int = LESION_MIN_VOXELS,
-                       miss_distance: float = LESION_MISS_HD95_MM) -> LesionScores:
-    """BraTS 2023 lesion-wise Dice and HD95 of one region.
-
-    Args:
-        pred, gt: bool masks ``(X, Y, Z)`` of equal shape.
-        spacing: voxel size in mm; 1 mm when None.
-        dilation: dilation iterations for grouping and matching lesions.
-        min_lesion_voxels: ground-truth lesions of at most this many voxels are not scored.
-        miss_distance: HD95 of a missed or false-positive lesion (mm).
-
-    Returns:
-        Lesion-wise scores (see :data:`CONVENTIONS`).
-    """
-    pred, gt = _check_pair(pred, gt)
-    sampling = _spacing(spacing, pred.ndim)
-    box = _union_box(pred, gt, margin=dilation + 1)
-    if box is None:
-        return LesionScores(1.0, 0.0, 0, 0, 0)
-    pred, gt = pred[box], gt[box]
-    lesions = ground_truth_lesions(gt, dilation)
-    pred_ids = cc3d.connected_components(pred.astype(np.uint8), connectivity=26)
-    matched: set[int] = set()
-    dices: list[float] = []
-    distances: list[float] = []
-    n_tp = n_fn = 0
-    for lesion_id in np.unique(lesions[lesions > 0]):
-        lesion = lesions == lesion_id
-        hits = _matching_predictions(lesion, pred_ids, dilation)
-        matched.update(hits)
-        if int(lesion.sum()) <= min_lesion_voxels:
-            continue
-        if not hits:
-            n_fn += 1
-            dices.append(0.0)
-            distances.append(miss_distance)
-            continue
-        n_tp += 1
-        chosen = np.isin(pred_ids, list(hits))
-        dices.append(dice(chosen, lesion))
-        distances.append(hd95(chosen, lesion, sampling, empty_distance=miss_distance))
-    n_fp = len(set(np.unique(pred_ids[pred_ids > 0]).tolist()) - matched)
-    count = len(dices) + n_fp
-    if count == 0:
-        return LesionScores(1.0, 0.0, 0, 0, 0)
-    return LesionScores(sum(dices) / count, (sum(distances) + n_fp * miss_distance) / count, n_tp, n_fp, n_fn)
-
-
-def _matching_predictions(lesion: np.ndarray, pred_ids: np.ndarray, dilation: int) -> set[int]:
-    """Ids of the predicted components that touch ``lesion`` dilated ``dilation`` times."""
-    box = bounding_box(lesion, margin=dilation)
-    assert box is not None  # internal: lesion is non-empty by construction
-    grown = lesion[box]
-    if dilation:
-        grown = ndimage.binary_dilation(grown, structure=_STRUCT18, iterations=dilation)
-    ids = pred_ids[box][grown]
-    return set(np.unique(ids[ids > 0]).tolist())
-
-
 # ----------------------------------------------------------------------------- one case
-
-
-def compute_brats_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray,
-                          spacing: float | Sequence[float] | None = None, lesion_wise: bool = False,
-                          case_id: str = "") -> CaseScores:
-    """Every BraTS metric of one case, per region WT, TC, ET.
-
-    Args:
-        pred_labels, gt_labels: uint8 canonical label maps ``(X, Y, Z)`` on the same grid.
-        spacing: voxel size in mm along the arrays' axes; 1 mm when None.
-        lesion_wise: also compute the BraTS 2023 lesion-wise scores.
-        case_id: identifier stored in the result.
-
-    Returns:
-        The case's scores.
-
-    Raises:
-        ValueError: shapes differ or the spacing is invalid.
-    """
-    pred_labels, gt_labels = np.asarray(pred_labels), np.asarray(gt_labels)
-    if pred_labels.shape != gt_labels.shape:
-        raise ValueError(f"case {case_id}: prediction shape {pred_labels.shape} != ground truth "
-                         f"shape {gt_labels.shape}")
-    sampling = _spacing(spacing, pred_labels.ndim)
-    n_voxels = pred_labels.size
-    # Every region lies inside the labelled voxels: crop once (margin for erosion and dilation).
-    box = _union_box(pred_labels > 0, gt_labels > 0, margin=LESION_DILATION + 1)
-    if box is not None:
-        pred_labels, gt_labels = pred_labels[box], gt_labels[box]
-    pred_labels, gt_labels = pred_labels.astype(np.uint8, copy=False), gt_labels.astype(np.uint8, copy=False)
-    pooled = pooled_dice(pred_labels, gt_labels)
-    lesion: dict[Region, LesionScores] | None = {} if lesion_wise else None
-    regions = {}
-    for region in REGIONS:
-        lut = np.zeros(256, dtype=bool)
-        lut[list(REGION_LABELS[region])] = True
-        pred, gt = lut[pred_labels], lut[gt_labels]
-        regions[region] = score_region(pred, gt, sampling, n_voxels)
-        if lesion is not None:
-            lesion[region] = lesion_wise_scores(pred, gt, sampling)
-    return CaseScores(case_id, regions, pooled, lesion)
-
-
-def failed_case(case_id: str, status: str, message: str, volume_true_ml: dict[Region, float] | None = None,
-                lesion_wise: bool = False) -> CaseScores:
-    """Scores of a case whose prediction is missing or unreadable: the worst value everywhere.
-
-    Args:
-        case_id: identifier.
-        status: ``"missing"`` or ``"error"``.
-        message: what went wrong.
-        volume_true_ml: ground-truth volumes when known.
-        lesion_wise: also fill lesion-wise scores (Dice 0, HD95 374).
-
-    Returns:
-        Dice 0, HD95 373.13, sensitivity 0 and specificity 0 in every region.
-    """
-    known = volume_true_ml or {}
-    regions = {r: RegionScores(0.0, HD95_EMPTY_MM, 0.0, 0.0, math.nan, known.get(r, math.nan)) for r in REGIONS}
-    lesion = {r: LesionScores(0.0, LESION_MISS_HD95_MM, 0, 0, 0) for r in REGIONS} if lesion_wise else None
-    return CaseScores(case_id, regions, 0.0, lesion, status, message)
 
 
 # ----------------------------------------------------------------------------- aggregation
 
 
-def describe(values: Iterable[float]) -> dict[str, float]:
-    """Summary statistics of finite values: n, mean, std (ddof=0), median, q1, q3, min, max."""
-    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if arr.size == 0:
-        return {"n": 0, **{k: math.nan for k in ("mean", "std", "median", "q1", "q3", "min", "max")}}
-    q1, median, q3 = np.percentile(arr, [25, 50, 75])
-    return {"n": int(arr.size), "mean": float(arr.mean()), "std": float(arr.std()), "median": float(median),
-            "q1": float(q1), "q3": float(q3), "min": float(arr.min()), "max": float(arr.max())}
-
-
-def summarize(cases: Sequence[CaseScores]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per region and metric summary over cases.
-
-    Args:
-        cases: scored cases, failures included.
-
-    Returns:
-        ``{region: {metric: describe(...)}}`` plus ``{"all": {"pooled_dice": ...}}``.
-    """
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for region in REGIONS:
-        per_metric = {m: describe(getattr(c.regions[region], m) for c in cases) for m in REGION_METRICS}
-        lesion_cases = [c for c in cases if c.lesion is not None]
-        if lesion_cases:
-            per_metric.update({m: describe(float(getattr(c.lesion[region], m)) for c in lesion_cases)  # type: ignore[index]
-                               for m in LESION_METRICS})
-        out[region.value] = per_metric
-    out["all"] = {"pooled_dice": describe(c.pooled_dice for c in cases)}
-    return out
-
-
-@dataclass
-class BraTSMetric:
-    """Stateful accumulator of :func:`compute_brats_metrics` over cases (cf. MONAI's DiceMetric).
-
-    Call it once per case, then :meth:`aggregate`; :meth:`reset` starts over.
-
-    Attributes:
-        spacing: default voxel size in mm when a call gives none.
-        lesion_wise: also compute the BraTS 2023 lesion-wise scores.
-        cases: the scored cases, in call order.
-    """
-
-    spacing: float | Sequence[float] | None = None
-    lesion_wise: bool = False
-    cases: list[CaseScores] = field(default_factory=list)
-
-    def __call__(self, pred_labels: np.ndarray, gt_labels: np.ndarray,
-                 spacing: float | Sequence[float] | None = None, case_id: str = "") -> CaseScores:
-        """Score one case (label maps ``(X, Y, Z)`` uint8 canonical) and remember it."""
-        scores = compute_brats_metrics(pred_labels, gt_labels, spacing if spacing is not None else self.spacing,
-                                       self.lesion_wise, case_id or f"case_{len(self.cases)}")
-        self.cases.append(scores)
-        return scores
-
-    def add(self, scores: CaseScores) -> None:
-        """Remember a case scored elsewhere (e.g. in a worker process, or a failure)."""
-        self.cases.append(scores)
-
-    def aggregate(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Summary over the cases so far (see :func:`summarize`)."""
-        return summarize(self.cases)
-
-    def reset(self) -> None:
-        """Forget every case."""
-        self.cases.clear()
-
-    def rows(self) -> list[dict[str, object]]:
-        """One flat dict per case, for a CSV."""
-        return [c.to_row() for c in self.cases]
-
-
-def scores_to_dict(scores: RegionScores | LesionScores) -> dict[str, float]:
-    """Plain dict of one region's scores (JSON-able)."""
-    return {k: float(v) for k, v in asdict(scores).items()}

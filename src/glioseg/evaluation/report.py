@@ -16,15 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from glioseg.data.nifti import CaseError, Geometry, atomic_write, load_nifti, read_array
+from glioseg.data.nifti import CaseError, Geometry, load_nifti, read_array
 from glioseg.evaluation.evaluate import (
     EvaluationResult,
     read_label_file,
     write_cases_csv,
     write_summary_json,
 )
-from glioseg.evaluation.metrics import LESION_METRICS, REGION_METRICS, CaseScores
+from glioseg.evaluation.metrics import LESION_METRICS, REGION_METRICS
+from glioseg.evaluation.scores import CaseScores
 from glioseg.labels import REGIONS, Region
+from glioseg.utils import atomic_write
 
 BOX_METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
 METRIC_TITLES: dict[str, str] = {

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from glioseg.data.nifti import atomic_write
 from glioseg.labels import ET, NCR, REGIONS, labels_to_regions, regions_to_labels
+from glioseg.utils import atomic_write
 
 TARGETS = ("regions", "labels")
 POSTPROCESS_FILE = "postprocess.json"
@@ -159,24 +159,6 @@ def postprocess_probabilities(probs: np.ndarray, target: str = "regions",
     """
     labels = probabilities_to_labels(probs, target, config.thresholds)
     return apply_small_et_rule(labels, config.min_et_voxels)
-
-
-def restore_probabilities(probs: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-    """Paste probabilities from the preprocessed grid back into the case's canonical grid.
-
-    Undoes the resampling (trilinear) and the brain crop; outside the crop every channel is 0,
-    which thresholding and argmax (ties go to channel 0) both turn into background.
-
-    Args:
-        probs: float32 ``(K, x, y, z)`` on the preprocessed grid ``meta["shape"]``.
-        meta: the case's preprocessing meta.
-
-    Returns:
-        float32 ``(K, X, Y, Z)`` on ``meta["canonical_shape"]``.
-    """
-    from glioseg.preprocessing.normalize import restore_to_case_grid
-
-    return restore_to_case_grid(np.asarray(probs, dtype=np.float32), meta, order=1, fill=0.0)
 
 
 def region_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -33,16 +33,16 @@ from torch import nn
 
 from glioseg.artifacts.rundir import load_run
 from glioseg.data.nifti import Case
+from glioseg.inference.ensemble import TilePredictor, parse_flips, predict_volume
 from glioseg.inference.postprocess import (
     POSTPROCESS_FILE,
     PostprocessConfig,
     check_target,
     load_postprocess,
     postprocess_probabilities,
-    restore_probabilities,
 )
-from glioseg.inference.sliding_window import TilePredictor, parse_flips, predict_volume
-from glioseg.preprocessing.normalize import preprocess_case, restore_to_case_grid
+from glioseg.preprocessing.normalize import preprocess_case
+from glioseg.preprocessing.restore import restore_probabilities, restore_to_case_grid
 from glioseg.runtime import select_device
 
 LOW, HIGH = "low", "high"
@@ -123,7 +123,7 @@ class Predictor:
         stages: stage name -> :class:`Stage`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch device.
         precision: ``"bf16"`` (CPU/CUDA), ``"fp16"`` (CUDA), ``"fp32"``.
-        tta: mirroring (see :func:`glioseg.inference.sliding_window.parse_flips`): ``"none"``, ``"all"``, N, or
+        tta: mirroring (see :func:`glioseg.inference.ensemble.parse_flips`): ``"none"``, ``"all"``, N, or
             a list of axis tuples.
         cascade: use the low/high cascade when both stages exist.
         margin_mm: margin around the low-resolution tumour box for the high stage.

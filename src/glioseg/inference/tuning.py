@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from glioseg.artifacts.rundir import RunBundle, load_run
-from glioseg.data.nifti import atomic_write
 from glioseg.inference.predictor import Predictor, Stage, run_folders
-from glioseg.preprocessing.normalize import PreprocessedCase, load_preprocessed
+from glioseg.preprocessing.cache import load_preprocessed
+from glioseg.preprocessing.normalize import PreprocessedCase
 from glioseg.preprocessing.splits import get_fold, load_splits
+from glioseg.utils import atomic_write
 
 VALIDATION_DIR = "validation_probabilities"
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from glioseg.data.nifti import atomic_write
+from glioseg.utils import atomic_write
 
 MISSING_VALUES = frozenset({"", "na", "n/a", "nan", "none"})
 UNKNOWN_GRADE = "unknown"

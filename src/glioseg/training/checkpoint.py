@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from glioseg.config import StageConfig, to_dict
-from glioseg.data.nifti import atomic_write
 from glioseg.runtime import rng_state, set_rng_state
+from glioseg.utils import atomic_write
 
 STATE_FORMAT = 1
 INFERENCE_KEYS = ("model", "target", "spacing_mm", "patch_size", "val_window")

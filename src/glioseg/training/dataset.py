@@ -26,15 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from glioseg.data.nifti import atomic_write
-from glioseg.preprocessing.normalize import (
-    PreprocessedCase,
-    PreprocessError,
-    foreground_locations,
-    load_preprocessed,
-    read_meta,
-)
+from glioseg.preprocessing.cache import foreground_locations, load_preprocessed, read_meta
+from glioseg.preprocessing.normalize import PreprocessedCase, PreprocessError
 from glioseg.training.augment import Compose, RandomSpatial, resample_with_grid, seed_generator
+from glioseg.utils import atomic_write
 
 DEFAULT_PATCH = (128, 128, 128)
 WHOLE_MULTIPLE = 16

@@ -149,7 +149,7 @@ def batches(dataset: Any, start: int, stop: int, stage: StageConfig, dist: DistI
 
 def check_spacing(root: Path, case_ids: Sequence[str], stage: StageConfig) -> None:
     """Raise TrainError when the preprocessed cases are not at the stage's spacing."""
-    from glioseg.preprocessing.normalize import read_meta
+    from glioseg.preprocessing.cache import read_meta
 
     if stage.spacing_mm is None or not case_ids:
         return

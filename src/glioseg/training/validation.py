@@ -18,7 +18,7 @@ from glioseg.config import StageConfig
 from glioseg.evaluation.metrics import dice
 from glioseg.inference.sliding_window import sliding_window_inference
 from glioseg.labels import REGIONS, labels_to_regions
-from glioseg.preprocessing.normalize import load_preprocessed
+from glioseg.preprocessing.cache import load_preprocessed
 from glioseg.runtime import autocast_context
 from glioseg.training.checkpoint import unwrap
 from glioseg.training.losses import logits_to_labels

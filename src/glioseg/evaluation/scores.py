@@ -1,0 +1,211 @@
+"""Per-case BraTS scores and their summaries: every region's voxel-wise and lesion-wise metrics
+of one case (:func:`compute_brats_metrics`), the record of a failed case, the summary over
+cases, and the stateful :class:`BraTSMetric` accumulator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from glioseg.evaluation.lesionwise import LESION_DILATION, LESION_MISS_HD95_MM, lesion_wise_scores
+from glioseg.evaluation.metrics import (
+    HD95_EMPTY_MM,
+    LESION_METRICS,
+    REGION_METRICS,
+    LesionScores,
+    RegionScores,
+    _spacing,
+    _union_box,
+    pooled_dice,
+    score_region,
+)
+from glioseg.labels import REGION_LABELS, REGIONS, Region
+
+
+@dataclass
+class CaseScores:
+    """All scores of one case.
+
+    Attributes:
+        case_id: identifier.
+        regions: region -> scores.
+        pooled_dice: the seed's pooled Dice.
+        lesion: region -> lesion-wise scores, or None when not computed.
+        status: ``"ok"``, ``"missing"`` (no prediction) or ``"error"`` (unreadable input).
+        message: what went wrong, for failures.
+    """
+
+    case_id: str
+    regions: dict[Region, RegionScores]
+    pooled_dice: float
+    lesion: dict[Region, LesionScores] | None = None
+    status: str = "ok"
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """True for a missing or unreadable prediction."""
+        return self.status != "ok"
+
+    @property
+    def mean_dice(self) -> float:
+        """Mean Dice over the regions (used to rank cases)."""
+        return float(np.mean([s.dice for s in self.regions.values()]))
+
+    def to_row(self) -> dict[str, object]:
+        """Flat dict for one CSV row: ``case_id, status, <metric>_<region>..., pooled_dice, message``."""
+        row: dict[str, object] = {"case_id": self.case_id, "status": self.status}
+        for name in REGION_METRICS:
+            for region, scores in self.regions.items():
+                row[f"{name}_{region.value}"] = getattr(scores, name)
+        if self.lesion is not None:
+            for name in LESION_METRICS:
+                for region, lesion in self.lesion.items():
+                    row[f"{name}_{region.value}"] = getattr(lesion, name)
+        row["pooled_dice"] = self.pooled_dice
+        row["message"] = self.message
+        return row
+
+
+def compute_brats_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray,
+                          spacing: float | Sequence[float] | None = None, lesion_wise: bool = False,
+                          case_id: str = "") -> CaseScores:
+    """Every BraTS metric of one case, per region WT, TC, ET.
+
+    Args:
+        pred_labels, gt_labels: uint8 canonical label maps ``(X, Y, Z)`` on the same grid.
+        spacing: voxel size in mm along the arrays' axes; 1 mm when None.
+        lesion_wise: also compute the BraTS 2023 lesion-wise scores.
+        case_id: identifier stored in the result.
+
+    Returns:
+        The case's scores.
+
+    Raises:
+        ValueError: shapes differ or the spacing is invalid.
+    """
+    pred_labels, gt_labels = np.asarray(pred_labels), np.asarray(gt_labels)
+    if pred_labels.shape != gt_labels.shape:
+        raise ValueError(f"case {case_id}: prediction shape {pred_labels.shape} != ground truth "
+                         f"shape {gt_labels.shape}")
+    sampling = _spacing(spacing, pred_labels.ndim)
+    n_voxels = pred_labels.size
+    # Every region lies inside the labelled voxels: crop once (margin for erosion and dilation).
+    box = _union_box(pred_labels > 0, gt_labels > 0, margin=LESION_DILATION + 1)
+    if box is not None:
+        pred_labels, gt_labels = pred_labels[box], gt_labels[box]
+    pred_labels, gt_labels = pred_labels.astype(np.uint8, copy=False), gt_labels.astype(np.uint8, copy=False)
+    pooled = pooled_dice(pred_labels, gt_labels)
+    lesion: dict[Region, LesionScores] | None = {} if lesion_wise else None
+    regions = {}
+    for region in REGIONS:
+        lut = np.zeros(256, dtype=bool)
+        lut[list(REGION_LABELS[region])] = True
+        pred, gt = lut[pred_labels], lut[gt_labels]
+        regions[region] = score_region(pred, gt, sampling, n_voxels)
+        if lesion is not None:
+            lesion[region] = lesion_wise_scores(pred, gt, sampling)
+    return CaseScores(case_id, regions, pooled, lesion)
+
+
+def failed_case(case_id: str, status: str, message: str, volume_true_ml: dict[Region, float] | None = None,
+                lesion_wise: bool = False) -> CaseScores:
+    """Scores of a case whose prediction is missing or unreadable: the worst value everywhere.
+
+    Args:
+        case_id: identifier.
+        status: ``"missing"`` or ``"error"``.
+        message: what went wrong.
+        volume_true_ml: ground-truth volumes when known.
+        lesion_wise: also fill lesion-wise scores (Dice 0, HD95 374).
+
+    Returns:
+        Dice 0, HD95 373.13, sensitivity 0 and specificity 0 in every region.
+    """
+    known = volume_true_ml or {}
+    regions = {r: RegionScores(0.0, HD95_EMPTY_MM, 0.0, 0.0, math.nan, known.get(r, math.nan)) for r in REGIONS}
+    lesion = {r: LesionScores(0.0, LESION_MISS_HD95_MM, 0, 0, 0) for r in REGIONS} if lesion_wise else None
+    return CaseScores(case_id, regions, 0.0, lesion, status, message)
+
+
+def describe(values: Iterable[float]) -> dict[str, float]:
+    """Summary statistics of finite values: n, mean, std (ddof=0), median, q1, q3, min, max."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if arr.size == 0:
+        return {"n": 0, **{k: math.nan for k in ("mean", "std", "median", "q1", "q3", "min", "max")}}
+    q1, median, q3 = np.percentile(arr, [25, 50, 75])
+    return {"n": int(arr.size), "mean": float(arr.mean()), "std": float(arr.std()), "median": float(median),
+            "q1": float(q1), "q3": float(q3), "min": float(arr.min()), "max": float(arr.max())}
+
+
+def summarize(cases: Sequence[CaseScores]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per region and metric summary over cases.
+
+    Args:
+        cases: scored cases, failures included.
+
+    Returns:
+        ``{region: {metric: describe(...)}}`` plus ``{"all": {"pooled_dice": ...}}``.
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for region in REGIONS:
+        per_metric = {m: describe(getattr(c.regions[region], m) for c in cases) for m in REGION_METRICS}
+        lesion_cases = [c for c in cases if c.lesion is not None]
+        if lesion_cases:
+            per_metric.update({m: describe(float(getattr(c.lesion[region], m)) for c in lesion_cases)  # type: ignore[index]
+                               for m in LESION_METRICS})
+        out[region.value] = per_metric
+    out["all"] = {"pooled_dice": describe(c.pooled_dice for c in cases)}
+    return out
+
+
+@dataclass
+class BraTSMetric:
+    """Stateful accumulator of :func:`compute_brats_metrics` over cases (cf. MONAI's DiceMetric).
+
+    Call it once per case, then :meth:`aggregate`; :meth:`reset` starts over.
+
+    Attributes:
+        spacing: default voxel size in mm when a call gives none.
+        lesion_wise: also compute the BraTS 2023 lesion-wise scores.
+        cases: the scored cases, in call order.
+    """
+
+    spacing: float | Sequence[float] | None = None
+    lesion_wise: bool = False
+    cases: list[CaseScores] = field(default_factory=list)
+
+    def __call__(self, pred_labels: np.ndarray, gt_labels: np.ndarray,
+                 spacing: float | Sequence[float] | None = None, case_id: str = "") -> CaseScores:
+        """Score one case (label maps ``(X, Y, Z)`` uint8 canonical) and remember it."""
+        scores = compute_brats_metrics(pred_labels, gt_labels, spacing if spacing is not None else self.spacing,
+                                       self.lesion_wise, case_id or f"case_{len(self.cases)}")
+        self.cases.append(scores)
+        return scores
+
+    def add(self, scores: CaseScores) -> None:
+        """Remember a case scored elsewhere (e.g. in a worker process, or a failure)."""
+        self.cases.append(scores)
+
+    def aggregate(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Summary over the cases so far (see :func:`summarize`)."""
+        return summarize(self.cases)
+
+    def reset(self) -> None:
+        """Forget every case."""
+        self.cases.clear()
+
+    def rows(self) -> list[dict[str, object]]:
+        """One flat dict per case, for a CSV."""
+        return [c.to_row() for c in self.cases]
+
+
+def scores_to_dict(scores: RegionScores | LesionScores) -> dict[str, float]:
+    """Plain dict of one region's scores (JSON-able)."""
+    return {k: float(v) for k, v in asdict(scores).items()}
+
+
