@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
+from glioseg.labels import TARGETS
+
 SCHEDULES: tuple[str, ...] = ("exponential", "poly", "cosine", "constant")
-TARGETS: tuple[str, ...] = ("regions", "labels")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 MODEL_NAMES: tuple[str, ...] = ("isensee2017", "unet3d")
 

@@ -19,13 +19,15 @@ Regions follow the BraTS rules: WT = NCR+ED+ET, TC = NCR+ET, ET = ET (RC is in n
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 BG, NCR, ED, ET, RC = 0, 1, 2, 3, 4
 CANONICAL_NAMES: dict[int, str] = {BG: "BG", NCR: "NCR", ED: "ED", ET: "ET", RC: "RC"}
+
+NUM_LABEL_CLASSES = 4  # softmax classes of the "labels" target: BG, NCR, ED, ET (RC trains as BG)
 
 
 class Region(str, enum.Enum):
@@ -234,3 +236,49 @@ def regions_to_labels(regions: np.ndarray) -> np.ndarray:
     out[tc] = NCR
     out[et] = ET
     return out
+
+
+TARGETS = ("regions", "labels")
+
+
+def check_target(target: str) -> None:
+    """Raise ValueError for an unknown target kind."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+
+
+def probabilities_to_labels(probs: np.ndarray, target: str = "regions",
+                            thresholds: Sequence[float] = (0.5, 0.5, 0.5)) -> np.ndarray:
+    """Probabilities -> canonical labels (no small-ET rule).
+
+    Args:
+        probs: float ``(3, X, Y, Z)`` WT/TC/ET probabilities (regions), or ``(K, X, Y, Z)``
+            softmax probabilities of canonical labels 0..K-1 (labels).
+        target: ``"regions"`` or ``"labels"``.
+        thresholds: per-region thresholds (regions only); a voxel is in a region when its
+            probability is >= the threshold.
+
+    Returns:
+        uint8 ``(X, Y, Z)`` canonical labels.
+
+    Raises:
+        ValueError: unknown target or wrong channel count.
+    """
+    check_target(target)
+    if target == "labels":
+        if probs.ndim != 4 or probs.shape[0] < 2:
+            raise ValueError(f"label probabilities must be (K>=2, X, Y, Z); got {probs.shape}")
+        return np.argmax(probs, axis=0).astype(np.uint8)
+    if probs.ndim != 4 or probs.shape[0] != 3:
+        raise ValueError(f"region probabilities must be (3, X, Y, Z) for WT, TC, ET; got {probs.shape}")
+    regions = np.stack([probs[i] >= thresholds[i] for i in range(3)])
+    return regions_to_labels(regions)
+
+
+def output_channels(target: str) -> int:
+    """Network output channels for a target mode (3 regions or 4 labels)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+    return len(REGIONS) if target == "regions" else NUM_LABEL_CLASSES
+
+

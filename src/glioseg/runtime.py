@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from glioseg.config import PRECISIONS
+
 # glibc mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 # Keep freed memory in the heap: big 3D activations are freed and re-allocated every step.
 DEFAULT_TRIM_THRESHOLD = 1 << 30
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 _ALLOCATOR_STATE: dict[str, bool] = {"tuned": False}
 

@@ -11,12 +11,11 @@ from glioseg.inference.postprocess import (
     apply_small_et_rule,
     load_postprocess,
     postprocess_probabilities,
-    probabilities_to_labels,
     region_dice,
     save_postprocess,
     tune_postprocess,
 )
-from glioseg.labels import BG, ED, ET, NCR, labels_to_regions
+from glioseg.labels import BG, ED, ET, NCR, labels_to_regions, probabilities_to_labels
 from glioseg.preprocessing.normalize import preprocess_case
 from glioseg.preprocessing.restore import restore_probabilities
 

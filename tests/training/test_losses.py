@@ -7,19 +7,19 @@ import math
 import pytest
 import torch
 
+from glioseg.labels import output_channels, probabilities_to_labels
 from glioseg.training.losses import (
     LabelLoss,
     RegionLoss,
     build_loss,
     label_loss,
     labels_target,
-    logits_to_labels,
     one_hot,
-    output_channels,
     region_loss,
     regions_target,
     soft_dice,
 )
+from glioseg.training.validation import logits_to_probabilities
 
 BIG = 30.0  # sigmoid(30) == 1 in float32
 
@@ -125,9 +125,13 @@ def test_bad_inputs():
         soft_dice(torch.zeros(1, 1, 2), torch.zeros(1, 1, 3))
 
 
-def test_logits_to_labels_hierarchy():
-    # voxel 0: nothing; 1: WT only -> ED; 2: WT+TC -> NCR; 3: all -> ET
-    logits = torch.tensor([[[-1, 1, 1, 1], [-1, -1, 1, 1], [-1, -1, -1, 1]]], dtype=torch.float32) * BIG
-    assert logits_to_labels(logits, "regions").tolist() == [[0, 2, 1, 3]]
-    assert logits_to_labels(one_hot(torch.tensor([[3, 0]])), "labels").tolist() == [[3, 0]]
+def test_validation_labels_follow_the_inference_rule():
+    # voxel 0: nothing; 1: WT only -> ED; 2: WT+TC -> NCR; 3: all -> ET; 4: logit 0 (p = 0.5) is in,
+    # as in inference (p >= threshold); one rule for training-time validation and prediction
+    logits = torch.tensor([[-1, 1, 1, 1, 0], [-1, -1, 1, 1, 0], [-1, -1, -1, 1, 0]], dtype=torch.float32) * BIG
+    probs = logits_to_probabilities(logits[..., None, None], "regions")
+    assert probabilities_to_labels(probs, "regions")[:, 0, 0].tolist() == [0, 2, 1, 3, 3]
+    label_logits = one_hot(torch.tensor([[3, 0]]))[0] * BIG  # (4, 2)
+    label_probs = logits_to_probabilities(label_logits[..., None, None], "labels")
+    assert probabilities_to_labels(label_probs, "labels")[:, 0, 0].tolist() == [3, 0]
     assert output_channels("regions") == 3 and output_channels("labels") == 4

@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 from glioseg.config import ConfigError, StageConfig, TrainConfig, load_config, save_config, to_dict
+from glioseg.labels import output_channels
 from glioseg.networks import build_model
 from glioseg.runtime import select_device
 from glioseg.training.checkpoint import INFERENCE_KEYS, Progress, TrainError, load_weights
-from glioseg.training.losses import output_channels
 from glioseg.utils import atomic_write
 
 RUN_FORMAT = "glioseg-run/1"

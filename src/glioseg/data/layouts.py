@@ -35,7 +35,7 @@ CHANNEL_NAME_ALIASES: dict[str, str] = {
     "t2": "t2", "t2w": "t2",
     "flair": "flair", "t2f": "flair", "t2-flair": "flair", "t2_flair": "flair", "t2flair": "flair",
 }
-LAYOUTS = ("brats2017", "brats2023", "msd", "nnunet")
+LAYOUTS: tuple[str, ...] = ("brats2017", "brats2023", "msd", "nnunet")
 
 
 class DatasetError(Exception):

@@ -21,11 +21,11 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
+from glioseg.data.layouts import BRATS2017_SUFFIX, BRATS2023_SUFFIX, LAYOUTS
 from glioseg.data.nifti import CANONICAL_AXCODES, MODALITIES, Geometry
 from glioseg.labels import ED, ET, NCR, LabelScheme, get_scheme
 from glioseg.utils import atomic_write
 
-SYNTH_LAYOUTS: tuple[str, ...] = ("brats2017", "brats2023", "msd", "nnunet")
 DEFAULT_SCHEME: dict[str, str] = {
     "brats2017": "brats2017", "brats2023": "brats2023", "msd": "msd", "nnunet": "brats2023",
 }
@@ -47,8 +47,6 @@ TISSUE_INTENSITY = np.array(
 TISSUE_TO_LABEL = np.array([0, 0, 0, 0, ED, ET, NCR], dtype=np.uint8)
 MSD_CHANNEL_NAMES = ("FLAIR", "T1w", "t1gd", "T2w")  # MSD Task01 order
 CHANNEL_NAMES = {"t1": "T1w", "t1ce": "t1gd", "t2": "T2w", "flair": "FLAIR"}
-BRATS2017_SUFFIX = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
-BRATS2023_SUFFIX = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
 
 
 def default_affine(shape: Sequence[int]) -> np.ndarray:
@@ -289,7 +287,7 @@ def write_synthetic_dataset(
     Args:
         out: dataset folder (created; existing files with the same names are replaced).
         n_cases: number of cases (>= 1).
-        layout: one of :data:`SYNTH_LAYOUTS`: ``brats2017`` (``<ID>/<ID>_t1.nii.gz`` ...),
+        layout: one of :data:`LAYOUTS`: ``brats2017`` (``<ID>/<ID>_t1.nii.gz`` ...),
             ``brats2023`` (``<ID>/<ID>-t1n.nii.gz`` ...), ``msd`` (4-D ``imagesTr`` +
             ``labelsTr`` + dataset.json) or ``nnunet`` (``imagesTr/<ID>_000c`` + dataset.json).
         scheme: label scheme of the segmentations; the layout's default
@@ -310,8 +308,8 @@ def write_synthetic_dataset(
     Raises:
         ValueError: unknown layout, bad ``n_cases`` or ``channel_order``.
     """
-    if layout not in SYNTH_LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; choose one of {list(SYNTH_LAYOUTS)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
     if n_cases < 1:
         raise ValueError(f"n_cases must be >= 1, got {n_cases}")
     order = tuple(channel_order) if channel_order is not None else ("flair", "t1", "t1ce", "t2")

@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from glioseg.labels import ET, NCR, REGIONS, labels_to_regions, regions_to_labels
+from glioseg.labels import ET, NCR, REGIONS, check_target, labels_to_regions, probabilities_to_labels
 from glioseg.utils import atomic_write
 
-TARGETS = ("regions", "labels")
 POSTPROCESS_FILE = "postprocess.json"
 DEFAULT_MIN_ET_CANDIDATES: tuple[int, ...] = (0, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500)
 DEFAULT_THRESHOLD_GRID: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -88,40 +87,6 @@ def save_postprocess(config: PostprocessConfig, run_dir: Path | str, extra: dict
     """Write ``postprocess.json`` into a run directory atomically (``extra`` adds a report)."""
     data = {**config.to_dict(), **(extra or {})}
     return atomic_write(Path(run_dir) / POSTPROCESS_FILE, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
-
-
-def check_target(target: str) -> None:
-    """Raise ValueError for an unknown target kind."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
-
-
-def probabilities_to_labels(probs: np.ndarray, target: str = "regions",
-                            thresholds: Sequence[float] = (0.5, 0.5, 0.5)) -> np.ndarray:
-    """Probabilities -> canonical labels (no small-ET rule).
-
-    Args:
-        probs: float ``(3, X, Y, Z)`` WT/TC/ET probabilities (regions), or ``(K, X, Y, Z)``
-            softmax probabilities of canonical labels 0..K-1 (labels).
-        target: ``"regions"`` or ``"labels"``.
-        thresholds: per-region thresholds (regions only); a voxel is in a region when its
-            probability is >= the threshold.
-
-    Returns:
-        uint8 ``(X, Y, Z)`` canonical labels.
-
-    Raises:
-        ValueError: unknown target or wrong channel count.
-    """
-    check_target(target)
-    if target == "labels":
-        if probs.ndim != 4 or probs.shape[0] < 2:
-            raise ValueError(f"label probabilities must be (K>=2, X, Y, Z); got {probs.shape}")
-        return np.argmax(probs, axis=0).astype(np.uint8)
-    if probs.ndim != 4 or probs.shape[0] != 3:
-        raise ValueError(f"region probabilities must be (3, X, Y, Z) for WT, TC, ET; got {probs.shape}")
-    regions = np.stack([probs[i] >= thresholds[i] for i in range(3)])
-    return regions_to_labels(regions)
 
 
 def apply_small_et_rule(labels: np.ndarray, min_et_voxels: int) -> np.ndarray:

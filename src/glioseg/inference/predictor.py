@@ -37,10 +37,10 @@ from glioseg.inference.ensemble import TilePredictor, parse_flips, predict_volum
 from glioseg.inference.postprocess import (
     POSTPROCESS_FILE,
     PostprocessConfig,
-    check_target,
     load_postprocess,
     postprocess_probabilities,
 )
+from glioseg.labels import check_target
 from glioseg.preprocessing.normalize import preprocess_case
 from glioseg.preprocessing.restore import restore_probabilities, restore_to_case_grid
 from glioseg.runtime import select_device

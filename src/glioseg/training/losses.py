@@ -18,10 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glioseg.labels import ED, ET, NCR, RC, REGION_LABELS, REGIONS
-
-NUM_LABEL_CLASSES = 4
-TARGETS: tuple[str, ...] = ("regions", "labels")
+from glioseg.labels import NUM_LABEL_CLASSES, RC, REGION_LABELS, REGIONS, TARGETS
 
 
 def regions_target(labels: torch.Tensor) -> torch.Tensor:
@@ -173,27 +170,6 @@ class LabelLoss(nn.Module):
                           self.batch_dice, self.include_background)
 
 
-def logits_to_labels(logits: torch.Tensor, target: str, threshold: float = 0.5) -> torch.Tensor:
-    """Network logits -> canonical label maps (for validation).
-
-    Args:
-        logits: ``(B, 3, *S)`` (regions) or ``(B, 4, *S)`` (labels).
-        target: ``"regions"`` or ``"labels"``.
-        threshold: sigmoid threshold in regions mode.
-
-    Returns:
-        uint8 ``(B, *S)`` canonical labels (hierarchy ET > NCR > ED in regions mode).
-    """
-    if target == "labels":
-        return logits.argmax(dim=1).to(torch.uint8)
-    wt, tc, et = (torch.sigmoid(logits.float()) > threshold).unbind(dim=1)
-    out = torch.zeros(wt.shape, dtype=torch.uint8, device=logits.device)
-    out[wt] = ED
-    out[tc] = NCR
-    out[et] = ET
-    return out
-
-
 def build_loss(target: str, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1e-5,
                batch_dice: bool = False) -> nn.Module:
     """Loss module for a target mode (``bce_weight`` is the cross-entropy weight in labels mode).
@@ -208,8 +184,3 @@ def build_loss(target: str, dice_weight: float = 1.0, bce_weight: float = 1.0, s
     raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
 
 
-def output_channels(target: str) -> int:
-    """Network output channels for a target mode (3 regions or 4 labels)."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
-    return len(REGIONS) if target == "regions" else NUM_LABEL_CLASSES

@@ -17,11 +17,10 @@ from torch import nn
 from glioseg.config import StageConfig
 from glioseg.evaluation.metrics import dice
 from glioseg.inference.sliding_window import sliding_window_inference
-from glioseg.labels import REGIONS, labels_to_regions
+from glioseg.labels import REGIONS, labels_to_regions, probabilities_to_labels
 from glioseg.preprocessing.cache import load_preprocessed
 from glioseg.runtime import autocast_context
 from glioseg.training.checkpoint import unwrap
-from glioseg.training.losses import logits_to_labels
 
 
 def predict_logits(model: nn.Module, image: torch.Tensor, window: Sequence[int] | None,
@@ -58,6 +57,12 @@ def tumour_crop(label: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...]:
                  for i, m, n in zip(idx, margin, label.shape, strict=True))
 
 
+def logits_to_probabilities(logits: torch.Tensor, target: str) -> np.ndarray:
+    """Network logits ``(K, *S)`` -> float32 probabilities ``(K, *S)``: sigmoid per region or softmax over labels."""
+    probs = torch.sigmoid(logits.float()) if target == "regions" else torch.softmax(logits.float(), dim=0)
+    return probs.cpu().numpy()
+
+
 def validate(model: nn.Module, root: Path, case_ids: Sequence[str], stage: StageConfig,
              device: torch.device) -> dict[str, float]:
     """Per-region Dice (WT, TC, ET) on whole validation cases, averaged over cases.
@@ -79,7 +84,7 @@ def validate(model: nn.Module, root: Path, case_ids: Sequence[str], stage: Stage
         image = torch.from_numpy(np.array(pc.image[(slice(None), *box)], dtype=np.float32))
         label = np.asarray(pc.label[box])
         logits = predict_logits(net, image, stage.val_window, device, stage.precision)
-        pred = logits_to_labels(logits[None], stage.target)[0].numpy()
+        pred = probabilities_to_labels(logits_to_probabilities(logits, stage.target), stage.target)
         p_reg, t_reg = labels_to_regions(pred), labels_to_regions(label)
         scores.append([dice(p_reg[i], t_reg[i]) for i in range(len(REGIONS))])
     net.train()
