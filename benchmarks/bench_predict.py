@@ -152,8 +152,8 @@ def worker(args: argparse.Namespace) -> dict:
 
     from glioseg.data.layouts import find_cases
     from glioseg.data.nifti import read_case
-    from glioseg.inference.postprocess import region_dice
     from glioseg.runtime import tune_allocator
+    from glioseg.utils import region_dice
 
     tune_allocator()
     if args.threads:

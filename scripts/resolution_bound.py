@@ -13,10 +13,10 @@ import argparse
 
 import numpy as np
 
-from glioseg.evaluation.metrics import dice
 from glioseg.labels import REGIONS, labels_to_regions
 from glioseg.preprocessing.cache import list_preprocessed, load_preprocessed
 from glioseg.preprocessing.restore import restore_to_case_grid
+from glioseg.utils import dice
 
 
 def main() -> None:

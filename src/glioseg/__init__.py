@@ -28,7 +28,8 @@ _MODULE_EXPORTS: dict[str, tuple[str, ...]] = {
     "glioseg.inference.predictor": ("Prediction", "Predictor"),
     "glioseg.inference.batch": ("predict_dataset",),
     "glioseg.inference.postprocess": ("PostprocessConfig", "postprocess_probabilities"),
-    "glioseg.evaluation.metrics": ("dice", "hd95"),
+    "glioseg.utils": ("dice",),
+    "glioseg.evaluation.metrics": ("hd95",),
     "glioseg.evaluation.scores": ("compute_brats_metrics",),
     "glioseg.evaluation.evaluate": ("evaluate_folder",),
 }
@@ -83,7 +84,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from glioseg.data.nifti import MODALITIES, Case, CaseError, CaseFiles, Geometry, read_case, write_seg
     from glioseg.data.synthetic import make_synthetic_case, write_synthetic_dataset
     from glioseg.evaluation.evaluate import evaluate_folder
-    from glioseg.evaluation.metrics import dice, hd95
+    from glioseg.evaluation.metrics import hd95
     from glioseg.evaluation.scores import compute_brats_metrics
     from glioseg.inference.batch import predict_dataset
     from glioseg.inference.postprocess import PostprocessConfig, postprocess_probabilities
@@ -94,6 +95,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from glioseg.preprocessing.normalize import PreprocessedCase, preprocess_case
     from glioseg.preprocessing.splits import make_splits
     from glioseg.training.trainer import fit
+    from glioseg.utils import dice
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""Small helpers every stage uses: atomic file writes and bounding boxes."""
+"""Small helpers every stage uses: atomic file writes, bounding boxes, and the Dice coefficient
+(training-time validation, postprocessing tuning and evaluation share this one implementation)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from glioseg.labels import REGIONS, labels_to_regions
 
 
 def _current_umask() -> int:
@@ -54,5 +57,47 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
             return None
         slices.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
     return tuple(slices)
+
+
+def check_mask_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks as bool arrays; ValueError when their shapes differ."""
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} != ground-truth shape {gt.shape}")
+    return pred, gt
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice coefficient ``2|P & G| / (|P| + |G|)``; 1 when both masks are empty.
+
+    Args:
+        pred, gt: bool-like masks of equal shape.
+
+    Returns:
+        Dice in [0, 1].
+    """
+    pred, gt = check_mask_pair(pred, gt)
+    total = int(pred.sum()) + int(gt.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(pred & gt)) / total
+
+
+def region_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Dice of WT, TC, ET between two canonical label maps, BraTS conventions.
+
+    A region empty in both maps scores 1; empty in one only scores 0.
+
+    Args:
+        pred: uint8 ``(X, Y, Z)`` canonical labels.
+        truth: uint8 ``(X, Y, Z)`` canonical labels, same shape.
+
+    Returns:
+        float64 ``(3,)`` in the order WT, TC, ET.
+    """
+    from glioseg.utils import dice
+
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} != ground-truth shape {truth.shape}")
+    p, t = labels_to_regions(pred), labels_to_regions(truth)
+    return np.array([dice(p[i], t[i]) for i in range(len(REGIONS))])
 
 

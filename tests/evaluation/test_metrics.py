@@ -8,7 +8,6 @@ from scipy import ndimage
 from glioseg.evaluation.lesionwise import LESION_MISS_HD95_MM, ground_truth_lesions, lesion_wise_scores
 from glioseg.evaluation.metrics import (
     HD95_EMPTY_MM,
-    dice,
     hd95,
     pooled_dice,
     score_region,
@@ -18,7 +17,7 @@ from glioseg.evaluation.metrics import (
 )
 from glioseg.evaluation.scores import BraTSMetric, compute_brats_metrics, describe, failed_case
 from glioseg.labels import ED, ET, NCR, RC, REGIONS, SCHEMES, Region
-from glioseg.utils import bounding_box
+from glioseg.utils import bounding_box, dice
 
 
 def box(shape, lo, hi):

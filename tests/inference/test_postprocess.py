@@ -11,13 +11,13 @@ from glioseg.inference.postprocess import (
     apply_small_et_rule,
     load_postprocess,
     postprocess_probabilities,
-    region_dice,
     save_postprocess,
     tune_postprocess,
 )
 from glioseg.labels import BG, ED, ET, NCR, labels_to_regions, probabilities_to_labels
 from glioseg.preprocessing.normalize import preprocess_case
 from glioseg.preprocessing.restore import restore_probabilities
+from glioseg.utils import region_dice
 
 
 def one_hot_regions(labels: np.ndarray) -> np.ndarray:

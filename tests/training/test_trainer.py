@@ -188,9 +188,9 @@ def test_small_network_learns_synthetic_tumours(make_synthetic_dataset, tmp_path
     """Trained on 6 synthetic cases (with augmentation), WT Dice >= 0.8 on 2 held-out cases."""
     import numpy as np
 
-    from glioseg.evaluation.metrics import dice
     from glioseg.labels import labels_to_regions, probabilities_to_labels
     from glioseg.preprocessing.cache import load_preprocessed
+    from glioseg.utils import dice
 
     raw = make_synthetic_dataset(n_cases=8, shape=(32, 32, 32), seed=5)
     pre = tmp_path / "pre"

@@ -17,15 +17,8 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from glioseg.evaluation.metrics import (
-    LesionScores,
-    _check_pair,
-    _spacing,
-    _union_box,
-    dice,
-    hd95,
-)
-from glioseg.utils import bounding_box
+from glioseg.evaluation.metrics import LesionScores, _spacing, _union_box, hd95
+from glioseg.utils import bounding_box, check_mask_pair, dice
 
 LESION_MISS_HD95_MM = 374.0  # BraTS 2023 value for missed and false-positive lesions
 
@@ -71,7 +64,7 @@ def lesion_wise_scores(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequen
     Returns:
         Lesion-wise scores (see :data:`CONVENTIONS`).
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_mask_pair(pred, gt)
     sampling = _spacing(spacing, pred.ndim)
     box = _union_box(pred, gt, margin=dilation + 1)
     if box is None:

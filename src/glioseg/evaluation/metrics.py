@@ -44,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from glioseg.labels import ED, ET, NCR
+from glioseg.utils import check_mask_pair
 
 HD95_EMPTY_MM = 373.13  # BraTS 2017-2021 value when exactly one mask is empty
 REGION_METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity",
@@ -114,13 +115,6 @@ class LesionScores:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction shape {pred.shape} != ground-truth shape {gt.shape}")
-    return pred, gt
-
-
 def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
     if spacing is None:
         return (1.0,) * ndim
@@ -145,20 +139,6 @@ def _union_box(pred: np.ndarray, gt: np.ndarray, margin: int) -> tuple[slice, ..
 # ----------------------------------------------------------------------------- overlap metrics
 
 
-def dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice coefficient ``2|P & G| / (|P| + |G|)``; 1 when both masks are empty.
-
-    Args:
-        pred, gt: bool-like masks of equal shape.
-
-    Returns:
-        Dice in [0, 1].
-    """
-    pred, gt = _check_pair(pred, gt)
-    total = int(pred.sum()) + int(gt.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(pred & gt)) / total
-
-
 def sensitivity_specificity(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     """Voxel sensitivity TP/(TP+FN) and specificity TN/(TN+FP) over the whole image.
 
@@ -169,7 +149,7 @@ def sensitivity_specificity(pred: np.ndarray, gt: np.ndarray) -> tuple[float, fl
         ``(sensitivity, specificity)``; sensitivity is 1 when both masks are empty and 0 when
         only the ground truth is; specificity is 1 when there is no background voxel.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_mask_pair(pred, gt)
     tp, n_pred, n_gt = int(np.count_nonzero(pred & gt)), int(pred.sum()), int(gt.sum())
     return _sens_spec(tp, n_pred - tp, n_gt - tp, pred.size - n_pred - n_gt + tp)
 
@@ -235,7 +215,7 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequenc
     Raises:
         ValueError: a mask is empty, shapes differ, or the spacing is invalid.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_mask_pair(pred, gt)
     sampling = _spacing(spacing, pred.ndim)
     box = _union_box(pred, gt, margin=1)
     if box is None or not pred.any() or not gt.any():
@@ -261,7 +241,7 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[float] | No
     Returns:
         Distance in mm; 0 when both masks are empty.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_mask_pair(pred, gt)
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
     has_pred, has_gt = bool(pred.any()), bool(gt.any())
@@ -289,7 +269,7 @@ def score_region(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[flo
     Returns:
         The region's scores, with the BraTS 2017-2021 empty-mask conventions.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_mask_pair(pred, gt)
     sampling = _spacing(spacing, pred.ndim)
     voxel_ml = float(np.prod(sampling)) / 1000.0
     total = pred.size if n_voxels is None else int(n_voxels)

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from glioseg.labels import ET, NCR, REGIONS, check_target, labels_to_regions, probabilities_to_labels
-from glioseg.utils import atomic_write
+from glioseg.labels import ET, NCR, check_target, probabilities_to_labels
+from glioseg.utils import atomic_write, region_dice
 
 POSTPROCESS_FILE = "postprocess.json"
 DEFAULT_MIN_ET_CANDIDATES: tuple[int, ...] = (0, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500)
@@ -124,26 +124,6 @@ def postprocess_probabilities(probs: np.ndarray, target: str = "regions",
     """
     labels = probabilities_to_labels(probs, target, config.thresholds)
     return apply_small_et_rule(labels, config.min_et_voxels)
-
-
-def region_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Dice of WT, TC, ET between two canonical label maps, BraTS conventions.
-
-    A region empty in both maps scores 1; empty in one only scores 0.
-
-    Args:
-        pred: uint8 ``(X, Y, Z)`` canonical labels.
-        truth: uint8 ``(X, Y, Z)`` canonical labels, same shape.
-
-    Returns:
-        float64 ``(3,)`` in the order WT, TC, ET.
-    """
-    from glioseg.evaluation.metrics import dice
-
-    if pred.shape != truth.shape:
-        raise ValueError(f"prediction shape {pred.shape} != ground-truth shape {truth.shape}")
-    p, t = labels_to_regions(pred), labels_to_regions(truth)
-    return np.array([dice(p[i], t[i]) for i in range(len(REGIONS))])
 
 
 @dataclass

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from glioseg.config import StageConfig
-from glioseg.evaluation.metrics import dice
 from glioseg.inference.sliding_window import sliding_window_inference
 from glioseg.labels import REGIONS, labels_to_regions, probabilities_to_labels
 from glioseg.preprocessing.cache import load_preprocessed
 from glioseg.runtime import autocast_context
 from glioseg.training.checkpoint import unwrap
+from glioseg.utils import dice
 
 
 def predict_logits(model: nn.Module, image: torch.Tensor, window: Sequence[int] | None,
