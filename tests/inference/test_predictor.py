@@ -274,7 +274,7 @@ def test_cli_predict_permuted_anisotropic_axes_and_brats2023_scheme(run_dir, mak
                                   expected)
     out2 = tmp_path / "out2"
     result = _predict("-i", str(dataset), "-o", str(out2), "-m", str(run_dir), "--device", "cpu",
-                      "--label-scheme", "brats2017")
+                      "--output-label-scheme", "brats2017")
     assert result.exit_code == 0, result.output
     relabelled = np.asarray(_read(out2 / f"{files.case_id}.nii.gz").dataobj)
     np.testing.assert_array_equal(relabelled, np.where(written == 3, 4, written))

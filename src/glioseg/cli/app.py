@@ -27,6 +27,20 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def check_label_scheme(name: str | None, flag: str = "--label-scheme") -> str | None:
+    """Return ``name`` if it is a known label scheme (or None); otherwise exit with a one-line error
+    naming the flag and the valid schemes."""
+    if name is None:
+        return None
+    from glioseg.labels import LabelSchemeError, get_scheme
+
+    try:
+        get_scheme(name)
+    except LabelSchemeError as exc:
+        fail(f"{flag}: {exc}")
+    return name
+
+
 class CaseBar:
     """Progress bar over a batch of cases: the last case's status on the right, failures printed above it."""
 

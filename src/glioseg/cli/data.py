@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from glioseg.cli.app import fail, read_one_case
+from glioseg.cli.app import check_label_scheme, fail, read_one_case
 
 
 def check(
     dataset: Path = typer.Argument(..., help="Dataset folder (any layout) or one case folder."),
-    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the "
-                                            "segmentations (detected when omitted)."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Label scheme of the input "
+                                            "segmentations \\[detected]."),
     json_report: Path | None = typer.Option(None, "--json", help="Also write a JSON report here."),
     layout: str | None = typer.Option(None, "--layout", help="Force a layout: brats2017, "
                                       "brats2023, msd or nnunet."),
@@ -23,7 +23,7 @@ def check(
 
     from glioseg.data.checks import check_dataset, report_lines, report_table, write_report_json
 
-    report = check_dataset(dataset, label_scheme=label_scheme, layout=layout, workers=workers)
+    report = check_dataset(dataset, label_scheme=check_label_scheme(label_scheme), layout=layout, workers=workers)
     if report.cases:
         Console(width=120).print(report_table(report))
     for line in report_lines(report):
@@ -39,7 +39,8 @@ def check(
 
 def info(
     case: Path = typer.Argument(..., help="A case folder (any layout) or a dataset folder."),
-    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the segmentation."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Label scheme of the input "
+                                            "segmentation \\[detected]."),
 ) -> None:
     """Print modalities, shape, spacing, orientation, intensity ranges and label volumes."""
     import numpy as np
@@ -49,7 +50,7 @@ def info(
     from glioseg.labels import CANONICAL_NAMES, LabelSchemeError
 
     try:
-        c = read_one_case(case, label_scheme)
+        c = read_one_case(case, check_label_scheme(label_scheme))
     except (DatasetError, CaseError, LabelSchemeError) as exc:
         fail(str(exc))
     geo = c.geometry
@@ -85,8 +86,8 @@ def synth(
     out: Path = typer.Argument(..., help="Dataset folder to write."),
     cases: int = typer.Option(4, "--cases", min=1, help="Number of cases."),
     layout: str = typer.Option("brats2017", "--layout", help="brats2017, brats2023, msd or nnunet."),
-    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the written "
-                                            "segmentations (default: the layout's)."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Label scheme of the written "
+                                            "dataset's segmentations \\[the layout's]."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same dataset."),
     shape: str = typer.Option("48", "--shape", help="Volume size: 48 or 48,48,40."),
     nested: bool = typer.Option(False, "--nested", help="brats2017: HGG/ and LGG/ subfolders."),

@@ -6,15 +6,17 @@ from pathlib import Path
 
 import typer
 
-from glioseg.cli.app import fail, read_one_case
+from glioseg.cli.app import check_label_scheme, fail, read_one_case
 
 
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predictions <ID>.nii.gz (or <ID>_seg / <ID>-seg)."),
     gt: Path = typer.Option(..., "--gt", help="Dataset folder with the ground-truth segmentations."),
-    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the ground truths."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme",
+                                            help="Label scheme of the input ground truths (--gt) \\[detected]."),
     pred_label_scheme: str | None = typer.Option(
-        None, "--pred-label-scheme", help="Scheme of the predictions (default: detected, preferring the GT's)."),
+        None, "--pred-label-scheme", help="Label scheme of the predictions (--pred) \\[detected, preferring "
+        "the ground truths']."),
     lesion_wise: bool = typer.Option(False, "--lesion-wise", help="Also BraTS 2023 lesion-wise Dice/HD95."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Report folder (default PRED/evaluation)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring cases in parallel."),
@@ -27,6 +29,8 @@ def evaluate(
     from glioseg.labels import LabelSchemeError
     from glioseg.runtime import tune_allocator
 
+    check_label_scheme(label_scheme)
+    check_label_scheme(pred_label_scheme, "--pred-label-scheme")
     tune_allocator()
 
     def progress(scores, done: int, total: int) -> None:
@@ -59,8 +63,10 @@ def show(
     pred: Path | None = typer.Option(None, "--pred", help="Predicted label map of this case."),
     out: Path = typer.Option(..., "-o", "--out", help="Output .png file, or a folder for <ID>.png."),
     gif: bool = typer.Option(False, "--gif", help="Also write an axial slice-sweep GIF next to the PNG."),
-    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the ground truth."),
-    pred_label_scheme: str | None = typer.Option(None, "--pred-label-scheme", help="Scheme of the prediction."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme",
+                                            help="Label scheme of the input case's ground truth \\[detected]."),
+    pred_label_scheme: str | None = typer.Option(None, "--pred-label-scheme", help="Label scheme of the "
+                                                 "prediction (--pred) \\[detected, preferring the ground truth's]."),
 ) -> None:
     """Picture of a case: ground truth and prediction on FLAIR and T1ce, three planes."""
     from glioseg.data.layouts import DatasetError
@@ -69,6 +75,8 @@ def show(
     from glioseg.evaluation.figures import case_figure, save_figure, save_gif, sweep_frames
     from glioseg.labels import LabelSchemeError
 
+    check_label_scheme(label_scheme)
+    check_label_scheme(pred_label_scheme, "--pred-label-scheme")
     try:
         c = read_one_case(case, label_scheme)
         labels = None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from glioseg.cli.app import CaseBar, fail
+from glioseg.cli.app import CaseBar, check_label_scheme, fail
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from glioseg.data.nifti import CaseFiles
@@ -60,8 +60,10 @@ def predict(
     mc_dropout: int = typer.Option(0, "--mc-dropout", min=0, help="MC-dropout samples; writes OUT/uncertainty/."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads [one per core]; 1 is "
                                        "faster on a machine busy with other jobs."),
-    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the written labels "
-                                            "[the dataset's, else brats2017]."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Label scheme of the input dataset "
+                                            "\\[the one its layout implies]."),
+    output_label_scheme: str | None = typer.Option(None, "--output-label-scheme", help="Label scheme of the "
+                                                   "written label maps \\[the input's, else brats2017]."),
     t1: Path | None = typer.Option(None, "--t1", help="T1 file (with --t1ce --t2 --flair)."),
     t1ce: Path | None = typer.Option(None, "--t1ce", help="T1ce file."),
     t2: Path | None = typer.Option(None, "--t2", help="T2 file."),
@@ -71,28 +73,28 @@ def predict(
     from glioseg.artifacts.bundles import BundleError, resolve_model
     from glioseg.inference.batch import manifest_path, predict_dataset, select_shard
     from glioseg.inference.predictor import Predictor
-    from glioseg.labels import LabelSchemeError, get_scheme
     from glioseg.runtime import tune_allocator
     from glioseg.training.trainer import TrainError
 
+    check_label_scheme(label_scheme)
+    check_label_scheme(output_label_scheme, "--output-label-scheme")
     tune_allocator()
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     try:
-        if label_scheme is not None:
-            get_scheme(label_scheme)
         cases = select_shard(_predict_inputs(input_, t1, t1ce, t2, flair), num_shards, shard_id)
         run_dir = resolve_model(model)
         predictor = Predictor.from_run(run_dir, _parse_folds(folds), device=device, precision=precision,
                                        tta=tta, cascade=cascade, margin_mm=margin, overlap=overlap,
                                        tile_batch=tile_batch, mc_samples=mc_dropout)
-    except (BundleError, FileNotFoundError, ValueError, LabelSchemeError, TrainError) as exc:
+    except (BundleError, FileNotFoundError, ValueError, TrainError) as exc:
         fail(str(exc))
     manifest = manifest_path(out, num_shards, shard_id)
     with CaseBar("predict", len(cases)) as bar:
-        results = predict_dataset(predictor, cases, out, label_scheme=label_scheme, skip_existing=skip_existing,
+        results = predict_dataset(predictor, cases, out, label_scheme=label_scheme,
+                                  output_label_scheme=output_label_scheme, skip_existing=skip_existing,
                                   save_probabilities=save_probabilities, manifest=manifest,
                                   on_result=lambda r: bar.advance(r.case_id, r.status, r.error, f" {r.seconds:.1f}s"))
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from glioseg.cli.app import CaseBar, fail
+from glioseg.cli.app import CaseBar, check_label_scheme, fail
 
 
 def preprocess(
@@ -14,7 +14,8 @@ def preprocess(
     out: Path = typer.Argument(..., help="Output folder for the preprocessed cases."),
     spacing: float | None = typer.Option(None, "--spacing", help="Isotropic target spacing in mm [keep]."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes."),
-    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Scheme of the segmentations [detect]."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme",
+                                            help="Label scheme of the input segmentations \\[detected]."),
     force: bool = typer.Option(False, "--force", help="Redo cases that are already up to date."),
 ) -> None:
     """Crop to the brain, z-score each modality in the brain, optionally resample; cache as .npy."""
@@ -22,6 +23,7 @@ def preprocess(
     from glioseg.preprocessing.cache import preprocess_dataset
     from glioseg.runtime import tune_allocator
 
+    check_label_scheme(label_scheme)
     tune_allocator()
     try:
         cases = find_cases(dataset)
