@@ -41,14 +41,17 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
 
 
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    """Slices of the smallest box holding every True voxel, grown by ``margin`` and clipped.
+    """Slices of the smallest box holding every non-zero voxel, grown by ``margin`` and clipped.
+
+    The one bounding-box implementation: the brain crop, the metrics' crops, the lesion matching
+    and the GIF sweep all use it. Computed from per-axis projections (no coordinate arrays).
 
     Args:
-        mask: bool array of any dimensionality.
-        margin: voxels added on each side (clipped at the array's edges).
+        mask: bool-like array of any dimensionality, e.g. ``(X, Y, Z)`` or ``(H, W)``.
+        margin: voxels added on each side; the box is clipped to the array's shape.
 
     Returns:
-        One slice per axis, or None for an empty mask.
+        One half-open slice per axis (``mask[box]`` is the crop), or None for an empty mask.
     """
     slices = []
     for axis in range(mask.ndim):
@@ -93,8 +96,6 @@ def region_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     Returns:
         float64 ``(3,)`` in the order WT, TC, ET.
     """
-    from glioseg.utils import dice
-
     if pred.shape != truth.shape:
         raise ValueError(f"prediction shape {pred.shape} != ground-truth shape {truth.shape}")
     p, t = labels_to_regions(pred), labels_to_regions(truth)

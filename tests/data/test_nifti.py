@@ -9,7 +9,6 @@ from glioseg.data.layouts import case_from_files, find_cases
 from glioseg.data.nifti import CaseError, CaseFiles, ImageSource, make_label_image, read_case, write_image, write_seg
 from glioseg.data.synthetic import make_synthetic_case, write_synthetic_dataset
 from glioseg.labels import SCHEMES, LabelSchemeError
-from glioseg.utils import atomic_write
 
 SHAPE = (24, 28, 20)
 # header fields that legitimately differ between an int16 image and its uint8 label map
@@ -146,21 +145,6 @@ def test_make_label_image_rejects_wrong_shape(synthetic_dataset):
         make_label_image(np.zeros((3, 3, 3), np.uint8), case.geometry, "brats2017")
 
 
-def test_atomic_write(tmp_path):
-    target = tmp_path / "sub" / "x.nii.gz"
-
-    def broken(tmp):
-        tmp.write_bytes(b"half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(target, broken)
-    assert not target.exists() and list(target.parent.iterdir()) == []
-    atomic_write(target, lambda tmp: tmp.write_bytes(b"ok"))
-    atomic_write(target, lambda tmp: tmp.write_bytes(b"new"))
-    assert target.read_bytes() == b"new" and [p.name for p in target.parent.iterdir()] == ["x.nii.gz"]
-
-
 def test_read_label_false(synthetic_dataset):
     case = read_case(find_cases(synthetic_dataset)[0], read_label=False)
     assert case.label is None and case.scheme is None
@@ -217,18 +201,3 @@ def test_unexpected_label_values(synthetic_dataset, tmp_path):
     with pytest.raises(LabelSchemeError, match=rf"{files.case_id}.*unexpected label values \[3\]"):
         read_case(bad)
     assert read_case(bad, label_scheme="brats2023").label.max() == 3  # explicit scheme wins
-
-
-def test_atomic_write_gives_normal_permissions(tmp_path):
-    import os
-    import stat
-
-    from glioseg.utils import atomic_write
-
-    old = os.umask(0o022)
-    try:
-        out = atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("x"))
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

@@ -17,7 +17,7 @@ from glioseg.evaluation.metrics import (
 )
 from glioseg.evaluation.scores import BraTSMetric, compute_brats_metrics, describe, failed_case
 from glioseg.labels import ED, ET, NCR, RC, REGIONS, SCHEMES, Region
-from glioseg.utils import bounding_box, dice
+from glioseg.utils import dice
 
 
 def box(shape, lo, hi):
@@ -159,13 +159,6 @@ def test_bad_inputs_raise():
         surface_distances(a, box((4, 4, 4), (0, 0, 0), (1, 1, 1)))
     with pytest.raises(ValueError, match="case X"):
         compute_brats_metrics(np.zeros((3, 3, 3), np.uint8), np.zeros((3, 3, 4), np.uint8), case_id="X")
-
-
-def test_bounding_box():
-    mask = box((10, 10, 10), (2, 3, 4), (5, 6, 7))
-    assert bounding_box(mask) == (slice(2, 5), slice(3, 6), slice(4, 7))
-    assert bounding_box(mask, margin=3) == (slice(0, 8), slice(0, 9), slice(1, 10))
-    assert bounding_box(np.zeros((3, 3, 3), bool)) is None
 
 
 # ----------------------------------------------------------------------------- regions, labels, pooled Dice

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from glioseg.labels import ED, ET, NCR, RC
-from glioseg.utils import atomic_write
+from glioseg.utils import atomic_write, bounding_box
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -233,12 +233,12 @@ def sweep_frames(flair: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | No
     """
     labels = [lab for lab in (gt, pred) if lab is not None]
     tumour = np.zeros(flair.shape, bool) if not labels else np.logical_or.reduce([lab > 0 for lab in labels])
-    along = np.flatnonzero(tumour.any(axis=tuple(a for a in range(3) if a != axis)))
-    first, last = (int(along[0]), int(along[-1])) if along.size else (0, flair.shape[axis] - 1)
+    box = bounding_box(tumour, margin)
+    span = box[axis] if box is not None else slice(0, flair.shape[axis])
     image = normalize_image(flair)
     sources: list[np.ndarray | None] = list(labels) or [None]
     frames = []
-    for index in range(max(first - margin, 0), min(last + margin, flair.shape[axis] - 1) + 1):
+    for index in range(span.start, span.stop):
         base = plane(image, axis, index)
         panels = [overlay(base, None if lab is None else plane(lab, axis, index)) for lab in sources]
         gap = np.ones((base.shape[0], 2, 3), np.float32)

@@ -17,7 +17,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from glioseg.evaluation.metrics import LesionScores, _spacing, _union_box, hd95
+from glioseg.evaluation.metrics import LesionScores, hd95, voxel_spacing
 from glioseg.utils import bounding_box, check_mask_pair, dice
 
 LESION_MISS_HD95_MM = 374.0  # BraTS 2023 value for missed and false-positive lesions
@@ -65,8 +65,8 @@ def lesion_wise_scores(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequen
         Lesion-wise scores (see :data:`CONVENTIONS`).
     """
     pred, gt = check_mask_pair(pred, gt)
-    sampling = _spacing(spacing, pred.ndim)
-    box = _union_box(pred, gt, margin=dilation + 1)
+    sampling = voxel_spacing(spacing, pred.ndim)
+    box = bounding_box(pred | gt, margin=dilation + 1)
     if box is None:
         return LesionScores(1.0, 0.0, 0, 0, 0)
     pred, gt = pred[box], gt[box]

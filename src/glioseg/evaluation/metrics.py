@@ -44,7 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from glioseg.labels import ED, ET, NCR
-from glioseg.utils import check_mask_pair
+from glioseg.utils import bounding_box, check_mask_pair
 
 HD95_EMPTY_MM = 373.13  # BraTS 2017-2021 value when exactly one mask is empty
 REGION_METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity",
@@ -68,9 +68,6 @@ CONVENTIONS: dict[str, str] = {
     "summary": "mean, std (ddof=0), median, quartiles over cases; failures included; volumes "
                "over successfully scored cases",
 }
-
-_CROSS = ndimage.generate_binary_structure(3, 1)
-
 
 @dataclass(frozen=True)
 class RegionScores:
@@ -115,25 +112,18 @@ class LesionScores:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+def voxel_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """Voxel size in mm per axis from one number, one per axis, or None (1 mm).
+
+    Raises:
+        ValueError: not ``ndim`` finite positive numbers.
+    """
     if spacing is None:
         return (1.0,) * ndim
     values = (float(spacing),) * ndim if np.isscalar(spacing) else tuple(float(s) for s in spacing)  # type: ignore[arg-type,union-attr]
     if len(values) != ndim or not all(math.isfinite(s) and s > 0 for s in values):
         raise ValueError(f"spacing {spacing} must be {ndim} positive numbers (mm)")
     return values
-
-
-def _union_box(pred: np.ndarray, gt: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    """Bounding box of ``pred | gt`` from per-axis projections (no full-size union array)."""
-    slices = []
-    for axis in range(pred.ndim):
-        others = tuple(a for a in range(pred.ndim) if a != axis)
-        hit = np.flatnonzero(pred.any(axis=others) | gt.any(axis=others))
-        if hit.size == 0:
-            return None
-        slices.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, pred.shape[axis])))
-    return tuple(slices)
 
 
 # ----------------------------------------------------------------------------- overlap metrics
@@ -216,8 +206,8 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequenc
         ValueError: a mask is empty, shapes differ, or the spacing is invalid.
     """
     pred, gt = check_mask_pair(pred, gt)
-    sampling = _spacing(spacing, pred.ndim)
-    box = _union_box(pred, gt, margin=1)
+    sampling = voxel_spacing(spacing, pred.ndim)
+    box = bounding_box(pred | gt, margin=1)
     if box is None or not pred.any() or not gt.any():
         raise ValueError("surface distances need two non-empty masks")
     surf_pred, surf_gt = surface(pred[box]), surface(gt[box])
@@ -270,10 +260,10 @@ def score_region(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[flo
         The region's scores, with the BraTS 2017-2021 empty-mask conventions.
     """
     pred, gt = check_mask_pair(pred, gt)
-    sampling = _spacing(spacing, pred.ndim)
+    sampling = voxel_spacing(spacing, pred.ndim)
     voxel_ml = float(np.prod(sampling)) / 1000.0
     total = pred.size if n_voxels is None else int(n_voxels)
-    box = _union_box(pred, gt, margin=1)
+    box = bounding_box(pred | gt, margin=1)
     if box is None:
         return RegionScores(1.0, 0.0, 1.0, 1.0, 0.0, 0.0)
     p, g = pred[box], gt[box]
@@ -287,14 +277,3 @@ def score_region(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[flo
         volume_pred_ml=n_pred * voxel_ml,
         volume_true_ml=n_gt * voxel_ml,
     )
-
-
-# ----------------------------------------------------------------------------- lesion-wise
-
-
-# ----------------------------------------------------------------------------- one case
-
-
-# ----------------------------------------------------------------------------- aggregation
-
-

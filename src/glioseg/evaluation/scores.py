@@ -18,12 +18,12 @@ from glioseg.evaluation.metrics import (
     REGION_METRICS,
     LesionScores,
     RegionScores,
-    _spacing,
-    _union_box,
     pooled_dice,
     score_region,
+    voxel_spacing,
 )
 from glioseg.labels import REGION_LABELS, REGIONS, Region
+from glioseg.utils import bounding_box
 
 
 @dataclass
@@ -92,10 +92,10 @@ def compute_brats_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray,
     if pred_labels.shape != gt_labels.shape:
         raise ValueError(f"case {case_id}: prediction shape {pred_labels.shape} != ground truth "
                          f"shape {gt_labels.shape}")
-    sampling = _spacing(spacing, pred_labels.ndim)
+    sampling = voxel_spacing(spacing, pred_labels.ndim)
     n_voxels = pred_labels.size
     # Every region lies inside the labelled voxels: crop once (margin for erosion and dilation).
-    box = _union_box(pred_labels > 0, gt_labels > 0, margin=LESION_DILATION + 1)
+    box = bounding_box((pred_labels > 0) | (gt_labels > 0), margin=LESION_DILATION + 1)
     if box is not None:
         pred_labels, gt_labels = pred_labels[box], gt_labels[box]
     pred_labels, gt_labels = pred_labels.astype(np.uint8, copy=False), gt_labels.astype(np.uint8, copy=False)

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from glioseg.data.nifti import MODALITIES, Case, CaseError
+from glioseg.utils import bounding_box
 
 PREPROCESS_VERSION = 1  # bump when the cached arrays change meaning
 CLIP_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 CROP_MARGIN = 2
-SPACING_TOLERANCE_MM = 1e-3
 
 BBox = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
@@ -70,14 +70,10 @@ def brain_bbox(mask: np.ndarray, margin: int = CROP_MARGIN) -> BBox:
     Raises:
         ValueError: the mask is empty.
     """
-    if not mask.any():
+    box = bounding_box(mask, margin)
+    if box is None:
         raise ValueError("the image is zero everywhere in every modality; nothing to crop to")
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        box.append((max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(box)  # type: ignore[return-value]
+    return tuple((s.start, s.stop) for s in box)  # type: ignore[return-value]
 
 
 def crop(array: np.ndarray, bbox: BBox) -> np.ndarray:
