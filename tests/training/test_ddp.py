@@ -48,8 +48,8 @@ def test_two_gloo_processes_end_with_identical_weights(make_synthetic_dataset, t
     run = tmp_path / "run"
     mp.spawn(_worker, args=(2, str(pre), str(run), str(tmp_path), f"file://{tmp_path}/pg"), nprocs=2, join=True)
     a, b = torch.load(tmp_path / "rank0.pt", weights_only=True), torch.load(tmp_path / "rank1.pt", weights_only=True)
+    from glioseg.artifacts.rundir import build_stage_model
     from glioseg.runtime import seed_everything
-    from glioseg.training.trainer import build_stage_model
 
     seed_everything(tiny_config().seed)  # rank 0's initialisation, which DDP broadcasts
     fresh = build_stage_model(tiny_config().stage("main")).state_dict()

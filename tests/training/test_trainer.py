@@ -11,11 +11,12 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from glioseg.artifacts.rundir import load_run
+from glioseg.artifacts.rundir import load_run, resolve_split
+from glioseg.artifacts.weights import TrainError
 from glioseg.config import ConfigError, ModelConfig, StageConfig, TrainConfig
 from glioseg.data.layouts import find_cases
 from glioseg.preprocessing.cache import preprocess_dataset
-from glioseg.training.trainer import TrainError, fit, lr_at, resolve_split, train_stage
+from glioseg.training.trainer import fit, lr_at, train_stage
 
 TINY = ModelConfig(base_filters=4, depth=3)
 

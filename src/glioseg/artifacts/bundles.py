@@ -224,7 +224,7 @@ def resolve_model(spec: Path | str | None, models_home: Path | str | None = None
         models_home: where installed models live (default :func:`default_models_home`).
 
     Returns:
-        The folder. Bundles are verified when loaded (:func:`glioseg.training.trainer.load_run`).
+        The folder. Bundles are verified when loaded (:func:`glioseg.artifacts.rundir.load_run`).
 
     Raises:
         BundleError: nothing found.

@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from glioseg.artifacts.weights import INFERENCE_KEYS, TrainError, load_weights
 from glioseg.config import ConfigError, StageConfig, TrainConfig, load_config, save_config, to_dict
 from glioseg.labels import output_channels
 from glioseg.networks import build_model
 from glioseg.runtime import select_device
-from glioseg.training.checkpoint import INFERENCE_KEYS, Progress, TrainError, load_weights
 from glioseg.utils import atomic_write
 
 RUN_FORMAT = "glioseg-run/1"
@@ -128,17 +128,25 @@ def _update_run_json(run_dir: Path, update: Any) -> dict[str, Any]:
     return info
 
 
-def record_stage(run_dir: Path, stage: StageConfig, progress: Progress) -> None:
-    """Store a stage's inference settings and best validation scores in ``run.json``."""
-    best = next((r for r in progress.history if r["epoch"] == progress.best_epoch), {})
+def record_stage(run_dir: Path, stage: StageConfig, history: list[dict[str, float]], best_epoch: int,
+                 seconds: float) -> None:
+    """Store a stage's inference settings and best validation scores in ``run.json``.
+
+    Args:
+        run_dir: the run directory.
+        stage: the stage's config.
+        history: one row per finished epoch (``epoch``, losses, ``dice_*`` when validated).
+        best_epoch: epoch of ``model.safetensors`` (-1: no validation, the latest epoch).
+        seconds: training wall time so far.
+    """
+    best = next((r for r in history if r["epoch"] == best_epoch), {})
 
     def update(info: dict[str, Any]) -> None:
         info.setdefault("stages", {})[stage.name] = {
             "spacing_mm": stage.spacing_mm, "patch_size": list(stage.val_window or stage.patch_size),
             "target": stage.target, "model": to_dict(stage.model), "cascade_from": stage.cascade_from,
-            "epochs_done": progress.epoch, "epochs": stage.epochs, "train_seconds": round(progress.seconds, 1),
-            "best_epoch": progress.best_epoch,
-            "best_validation": {k: v for k, v in best.items() if k.startswith("dice_")},
+            "epochs_done": len(history), "epochs": stage.epochs, "train_seconds": round(seconds, 1),
+            "best_epoch": best_epoch, "best_validation": {k: v for k, v in best.items() if k.startswith("dice_")},
         }
 
     _update_run_json(run_dir, update)

@@ -14,16 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from glioseg.artifacts.weights import INFERENCE_KEYS, TrainError, load_weights, save_weights
 from glioseg.config import StageConfig, to_dict
 from glioseg.runtime import rng_state, set_rng_state
 from glioseg.utils import atomic_write
 
 STATE_FORMAT = 1
-INFERENCE_KEYS = ("model", "target", "spacing_mm", "patch_size", "val_window")
-
-
-class TrainError(RuntimeError):
-    """Training cannot start or resume; the message names the file and the fix."""
 
 
 @dataclass
@@ -38,39 +34,6 @@ class Progress:
     best_epoch: int = -1
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare network inside a DistributedDataParallel wrapper."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:
-    """Write a network's state dict as safetensors, atomically."""
-    from safetensors.torch import save_file
-
-    weights = {k: v.detach().to("cpu").contiguous() for k, v in unwrap(model).state_dict().items()}
-    return atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
-
-
-def load_weights(model: nn.Module, path: Path) -> dict[str, str]:
-    """Load safetensors weights into a network; returns the file's metadata.
-
-    Raises:
-        TrainError: missing file or weights that do not fit the network.
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise TrainError(f"{path}: weights not found; train this stage first (`glioseg train`)")
-    try:
-        unwrap(model).load_state_dict(load_file(str(path)))
-        with safe_open(str(path), framework="pt") as fh:
-            return dict(fh.metadata() or {})
-    except (RuntimeError, OSError) as exc:
-        raise TrainError(f"{path}: weights do not fit the configured network ({exc}); "
-                         "the config.yaml next to it must be the one it was trained with") from exc
 
 
 def save_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -23,14 +23,13 @@ import torch
 from torch import nn
 
 from glioseg.artifacts.rundir import (
-    RunBundle,
-    StageModel,
     build_stage_model,
     prepare_run,
     record_stage,
     resolve_split,
     write_logs,
 )
+from glioseg.artifacts.weights import TrainError, save_weights, unwrap
 from glioseg.config import StageConfig, TrainConfig
 from glioseg.runtime import (
     autocast_context,
@@ -39,23 +38,13 @@ from glioseg.runtime import (
     select_device,
     set_deterministic,
 )
-from glioseg.training.checkpoint import (
-    Progress,
-    TrainError,
-    load_checkpoint,
-    save_checkpoint,
-    save_weights,
-    unwrap,
-)
+from glioseg.training.checkpoint import Progress, load_checkpoint, save_checkpoint
 from glioseg.training.losses import build_loss
 from glioseg.training.validation import validate
 
 SPACING_TOLERANCE = 0.05  # relative
 
-__all__ = [
-    "DistInfo", "Progress", "RunBundle", "StageModel", "StageResult", "TrainError", "fit", "fit_all_folds",
-    "init_distributed", "lr_at", "train_stage", "validate",
-]
+__all__ = ["DistInfo", "StageResult", "fit", "fit_all_folds", "init_distributed", "lr_at", "train_stage"]
 
 
 @dataclass(frozen=True)
@@ -375,7 +364,7 @@ def _end_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
         save_checkpoint(stage_dir, model, optimizer, scaler, progress, stage)
         write_logs(stage_dir, progress.history)
         logger.epoch(row)
-        record_stage(run_dir, stage, progress)
+        record_stage(run_dir, stage, progress.history, progress.best_epoch, progress.seconds)
     if dist.world_size > 1:
         torch.distributed.barrier()
 

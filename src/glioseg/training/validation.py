@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from glioseg.artifacts.weights import unwrap
 from glioseg.config import StageConfig
 from glioseg.inference.sliding_window import sliding_window_inference
 from glioseg.labels import REGIONS, labels_to_regions, probabilities_to_labels
 from glioseg.preprocessing.cache import load_preprocessed
 from glioseg.runtime import autocast_context
-from glioseg.training.checkpoint import unwrap
 from glioseg.utils import dice
 
 
