@@ -8,15 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from glioseg.data.checks import (
-    CaseReport,
-    check_case,
-    check_dataset,
-    decide_scheme,
-    report_lines,
-    write_report_json,
-)
+from glioseg.data.checks import check_case, check_dataset, decide_scheme
 from glioseg.data.layouts import find_cases
+from glioseg.data.reports import CaseReport, report_lines, write_report_json
 from glioseg.data.synthetic import default_affine, write_synthetic_dataset
 from glioseg.labels import LabelSchemeError
 
@@ -40,6 +34,26 @@ def save(path, data, affine=None):
     """Replace a file by new voxels (fresh header), keeping its affine unless given."""
     old_affine = nib.load(path).affine if path.exists() and path.stat().st_size else default_affine(SHAPE)
     nib.save(nib.Nifti1Image(data, old_affine if affine is None else affine), str(path))
+
+
+def edit_voxels(path, change, affine=None):
+    """Replace a file's voxels by ``change(old voxels)`` (fresh header); returns the path."""
+    save(path, change(np.asarray(nib.load(path).dataobj)), affine)
+    return path
+
+
+def shift_origin(path, mm):
+    """Move a file's origin by ``mm`` along every axis, voxels unchanged; returns the path."""
+    affine = nib.load(path).affine.copy()
+    affine[:3, 3] += mm
+    return edit_voxels(path, lambda voxels: voxels, affine)
+
+
+def nnunet_with_open_scheme(root, n_cases, case_id):
+    """nnU-Net cases whose ``case_id`` has ET relabelled NCR: alone, values {0, 1, 2} leave the scheme open."""
+    write_synthetic_dataset(root, n_cases, layout="nnunet", shape=SHAPE)
+    (root / "dataset.json").write_text('{"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}}')
+    edit_voxels(root / "labelsTr" / f"{case_id}.nii.gz", lambda seg: np.where(seg == 3, 1, seg).astype(seg.dtype))
 
 
 def truncate(root):
@@ -76,66 +90,44 @@ def zero_bytes(root):
 
 
 def two_d(root):
-    p = path_of(root, "t1")
-    save(p, np.ones(SHAPE[:2], np.int16))
-    return p
+    return edit_voxels(path_of(root, "t1"), lambda _: np.ones(SHAPE[:2], np.int16))
 
 
 def four_d(root):
-    p = path_of(root, "t1")
-    save(p, np.ones((*SHAPE, 2), np.int16))
-    return p
+    return edit_voxels(path_of(root, "t1"), lambda _: np.ones((*SHAPE, 2), np.int16))
 
 
 def shape_mismatch(root):
-    p = path_of(root, "t2")
-    save(p, np.ones((24, 24, 20), np.int16))
-    return p
+    return edit_voxels(path_of(root, "t2"), lambda _: np.ones((24, 24, 20), np.int16))
 
 
 def affine_mismatch(root):
-    p = path_of(root, "t2")
-    affine = nib.load(p).affine.copy()
-    affine[:3, 3] += 2.0
-    save(p, np.asarray(nib.load(p).dataobj), affine)
-    return p
+    return shift_origin(path_of(root, "t2"), 2.0)
 
 
 def nan_voxels(root):
-    p = path_of(root, "flair")
-    data = np.asarray(nib.load(p).dataobj).astype(np.float32)
-    data[3, 4, 5] = np.nan
-    data[6, 7, 8] = np.inf
-    save(p, data)
-    return p
+    def poison(flair):
+        flair = flair.astype(np.float32)
+        flair[3, 4, 5], flair[6, 7, 8] = np.nan, np.inf
+        return flair
+
+    return edit_voxels(path_of(root, "flair"), poison)
 
 
 def all_zero(root):
-    p = path_of(root, "t1ce")
-    save(p, np.zeros(SHAPE, np.int16))
-    return p
+    return edit_voxels(path_of(root, "t1ce"), lambda _: np.zeros(SHAPE, np.int16))
 
 
 def label_three(root):
-    p = path_of(root, "seg")
-    data = np.asarray(nib.load(p).dataobj).copy()
-    data[data == 4] = 3
-    save(p, data)
-    return p
+    return edit_voxels(path_of(root, "seg"), lambda seg: np.where(seg == 4, 3, seg).astype(seg.dtype))
 
 
 def float_labels(root):
-    p = path_of(root, "seg")
-    data = np.asarray(nib.load(p).dataobj).astype(np.float32)
-    data[data == 4] = 1.5
-    save(p, data)
-    return p
+    return edit_voxels(path_of(root, "seg"), lambda seg: np.where(seg == 4, 1.5, seg).astype(np.float32))
 
 
 def seg_shape(root):
-    p = path_of(root, "seg")
-    save(p, np.zeros((24, 24, 23), np.uint8))
-    return p
+    return edit_voxels(path_of(root, "seg"), lambda _: np.zeros((24, 24, 23), np.uint8))
 
 
 def missing(root):
@@ -197,10 +189,7 @@ def test_each_check_fires_on_its_bad_case(dataset, damage, check, message):
 
 
 def test_small_affine_difference_is_tolerated(dataset):
-    p = path_of(dataset, "t2")
-    affine = nib.load(p).affine.copy()
-    affine[:3, 3] += 1e-5
-    save(p, np.asarray(nib.load(p).dataobj), affine)
+    shift_origin(path_of(dataset, "t2"), 1e-5)
     assert check_dataset(dataset).ok
     assert not check_dataset(dataset, atol=1e-7).ok
 
@@ -243,12 +232,7 @@ def test_msd_stack_read_once_and_wrong_volume_count(tmp_path):
 
 
 def test_scheme_decided_from_all_cases(tmp_path):
-    write_synthetic_dataset(tmp_path, 2, layout="nnunet", shape=SHAPE)
-    (tmp_path / "dataset.json").write_text('{"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}}')
-    p = tmp_path / "labelsTr" / "BraTS_00001.nii.gz"
-    data = np.asarray(nib.load(p).dataobj).copy()
-    data[data == 3] = 1  # alone, values {0, 1, 2} leave the scheme open
-    save(p, data)
+    nnunet_with_open_scheme(tmp_path, 2, "BraTS_00001")
     with pytest.raises(LabelSchemeError, match="--label-scheme"):
         decide_scheme([CaseReport("x", "nnunet", label_values=(0, 1, 2))])
     assert decide_scheme([CaseReport("x", "nnunet", label_values=(0, 1, 2)),
@@ -260,12 +244,7 @@ def test_scheme_decided_from_all_cases(tmp_path):
 
 
 def test_undecidable_scheme_is_a_dataset_error(tmp_path):
-    write_synthetic_dataset(tmp_path, 1, layout="nnunet", shape=SHAPE)
-    (tmp_path / "dataset.json").write_text('{"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}}')
-    p = tmp_path / "labelsTr" / "BraTS_00000.nii.gz"
-    data = np.asarray(nib.load(p).dataobj).copy()
-    data[data == 3] = 1
-    save(p, data)
+    nnunet_with_open_scheme(tmp_path, 1, "BraTS_00000")
     report = check_dataset(tmp_path)
     assert not report.ok and "--label-scheme" in report.errors[0]
     assert report.cases[0].errors[0].check == "label-scheme"

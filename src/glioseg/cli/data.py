@@ -21,7 +21,8 @@ def check(
     """Check every case's files (modalities, dimensions, geometry, values, labels); exit 1 if any fails."""
     from rich.console import Console
 
-    from glioseg.data.checks import check_dataset, report_lines, report_table, write_report_json
+    from glioseg.data.checks import check_dataset
+    from glioseg.data.reports import report_lines, report_table, write_report_json
 
     report = check_dataset(dataset, label_scheme=check_label_scheme(label_scheme), layout=layout, workers=workers)
     if report.cases:

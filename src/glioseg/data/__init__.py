@@ -1,2 +1,2 @@
 """Data in and out: NIfTI case I/O (`nifti`), dataset layouts (`layouts`), input checks (`checks`)
-and synthetic phantoms (`synthetic`). numpy + affines only; no torch."""
+and their reports (`reports`), and synthetic phantoms (`synthetic`). numpy + affines only; no torch."""

@@ -1,169 +1,40 @@
 """Input checks: find everything wrong with a dataset's cases before any work is done on them.
 
-Each file is opened and read once. Every problem becomes a :class:`Finding` (an error or a
-warning) whose one-line message names the case, the file and what to do; a broken case never
-stops the check of the others. :func:`check_dataset` decides the label scheme once for the
-whole dataset (from the layout, or from the values of all segmentations together).
+Each file is opened and read once. Every problem becomes a
+:class:`~glioseg.data.reports.Finding` (an error or a warning) whose one-line message names the
+case, the file and what to do; a broken case never stops the check of the others.
+:func:`check_dataset` decides the label scheme once for the whole dataset (from the layout, or
+from the values of all segmentations together). The report types and their renderings are in
+:mod:`glioseg.data.reports`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
+import nibabel as nib
 import numpy as np
 
-from glioseg.data.layouts import find_cases
-from glioseg.data.nifti import AFFINE_TOLERANCE_MM, MODALITIES, CaseError, CaseFiles, Geometry, load_nifti
+from glioseg.data.layouts import DatasetError, find_cases
+from glioseg.data.nifti import (
+    AFFINE_TOLERANCE_MM,
+    MODALITIES,
+    CaseError,
+    CaseFiles,
+    Geometry,
+    ImageSource,
+    load_nifti,
+)
+from glioseg.data.reports import CaseReport, DatasetReport
 from glioseg.labels import SCHEMES, LabelScheme, LabelSchemeError, detect_scheme, get_scheme
-from glioseg.utils import atomic_write
 
-Severity = Literal["error", "warning"]
 EXPECTED_SPACING_MM = 1.0
 SPACING_TOLERANCE = 0.25  # warn when a voxel side is off 1 mm by more than this fraction
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem of one case.
-
-    Attributes:
-        severity: ``"error"`` (the case cannot be used) or ``"warning"``.
-        check: short machine-readable name, e.g. ``"missing-modality"``, ``"nan"``.
-        message: what is wrong and what to do.
-        path: the file concerned, or None.
-    """
-
-    severity: Severity
-    check: str
-    message: str
-    path: Path | None = None
-
-    def line(self, case_id: str) -> str:
-        """One line naming the case, the file and the fix."""
-        where = f" [{self.path}]" if self.path is not None else ""
-        return f"{self.severity.upper()} case {case_id}{where}: {self.message}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {"severity": self.severity, "check": self.check, "message": self.message,
-                "path": str(self.path) if self.path is not None else None}
-
-
-@dataclass
-class CaseReport:
-    """Result of checking one case.
-
-    Attributes:
-        case_id: the case.
-        layout: layout it was found in.
-        findings: errors and warnings, in the order found.
-        shape: on-disk spatial shape of the reference image, or None if unreadable.
-        spacing: voxel size in mm, or None.
-        label_values: distinct values in the segmentation, or None without a readable one.
-        scheme_hint: label scheme that the layout implies, or None.
-        label_path: the segmentation file, or None.
-        scheme: label scheme the segmentation was checked against, or None.
-        seconds: time spent on the case.
-    """
-
-    case_id: str
-    layout: str
-    findings: list[Finding] = field(default_factory=list)
-    shape: tuple[int, ...] | None = None
-    spacing: tuple[float, ...] | None = None
-    label_values: tuple[int, ...] | None = None
-    scheme_hint: str | None = None
-    label_path: Path | None = None
-    scheme: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def errors(self) -> list[Finding]:
-        """Findings of severity error."""
-        return [f for f in self.findings if f.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        """Findings of severity warning."""
-        return [f for f in self.findings if f.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        """True when the case has no error (warnings allowed)."""
-        return not self.errors
-
-    @property
-    def status(self) -> str:
-        """``"fail"``, ``"warn"`` or ``"ok"``."""
-        return "fail" if self.errors else "warn" if self.warnings else "ok"
-
-    def error(self, check: str, message: str, path: Path | None = None) -> None:
-        """Record an error (whitespace collapsed: one line per finding)."""
-        self.findings.append(Finding("error", check, " ".join(message.split()), path))
-
-    def warn(self, check: str, message: str, path: Path | None = None) -> None:
-        """Record a warning (whitespace collapsed: one line per finding)."""
-        self.findings.append(Finding("warning", check, " ".join(message.split()), path))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {
-            "case_id": self.case_id, "layout": self.layout, "status": self.status,
-            "scheme": self.scheme, "shape": list(self.shape) if self.shape else None,
-            "spacing": [round(s, 4) for s in self.spacing] if self.spacing else None,
-            "label_values": list(self.label_values) if self.label_values is not None else None,
-            "seconds": round(self.seconds, 3),
-            "errors": [f.to_dict() for f in self.errors],
-            "warnings": [f.to_dict() for f in self.warnings],
-        }
-
-
-@dataclass
-class DatasetReport:
-    """Result of checking a dataset.
-
-    Attributes:
-        root: the dataset folder.
-        layout: detected (or forced) layout, or None when no case was found.
-        cases: one report per case, sorted by ID.
-        errors: dataset-level problems (no cases, unreadable dataset.json, undecidable scheme).
-        scheme: label scheme used for the segmentations, or None.
-        seconds: total time.
-    """
-
-    root: Path
-    layout: str | None
-    cases: list[CaseReport] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    scheme: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when there is no dataset-level error and no case failed."""
-        return not self.errors and all(c.ok for c in self.cases)
-
-    @property
-    def n_failed(self) -> int:
-        """Number of cases with at least one error."""
-        return sum(not c.ok for c in self.cases)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (what ``glioseg check --json`` writes)."""
-        return {
-            "root": str(self.root), "layout": self.layout, "scheme": self.scheme, "ok": self.ok,
-            "n_cases": len(self.cases), "n_failed": self.n_failed,
-            "n_warned": sum(c.status == "warn" for c in self.cases),
-            "seconds": round(self.seconds, 3), "errors": list(self.errors),
-            "cases": [c.to_dict() for c in self.cases],
-        }
 
 
 @dataclass
@@ -176,8 +47,8 @@ class _Volume:
     shape: tuple[int, ...]
 
 
-def _read_file(path: Path, report: CaseReport) -> _Volume | None:
-    """Open and read one file completely; record why not on failure."""
+def _open_image(path: Path, report: CaseReport) -> nib.Nifti1Image | None:
+    """Open one file and check it is at least 3-D; record why not on failure."""
     try:
         img = load_nifti(path, report.case_id)
     except CaseError as exc:
@@ -189,19 +60,31 @@ def _read_file(path: Path, report: CaseReport) -> _Volume | None:
         report.error("dimensions", f"{len(shape)}-D image of shape {shape}; expected a 3-D volume "
                      "(X, Y, Z): re-export the full volume", path)
         return None
+    return img
+
+
+def _raw_voxels(img: nib.Nifti1Image, path: Path, report: CaseReport) -> np.ndarray | None:
+    """All voxels, unscaled (no float64 copy of integer data; NaN/inf can only hide in float files)."""
+    try:
+        return np.asarray(img.dataobj.get_unscaled()) if hasattr(img.dataobj, "get_unscaled") \
+            else np.asarray(img.dataobj)
+    except (EOFError, OSError, ValueError, zlib.error) as exc:
+        report.error("truncated", f"data are truncated or corrupt ({type(exc).__name__}: {exc}); "
+                     "re-export or re-download the file", path)
+        return None
+
+
+def _read_file(path: Path, report: CaseReport) -> _Volume | None:
+    """Open and read one file completely; record why not on failure."""
+    img = _open_image(path, report)
+    if img is None:
+        return None
     try:
         geometry = Geometry.from_image(img)
     except ValueError as exc:
         report.error("affine", str(exc), path)
         return None
-    try:  # unscaled: no float64 copy of integer data; NaN/inf can only hide in float files
-        data = np.asarray(img.dataobj.get_unscaled()) if hasattr(img.dataobj, "get_unscaled") \
-            else np.asarray(img.dataobj)
-    except (EOFError, OSError, ValueError, zlib.error) as exc:
-        report.error("truncated", f"data are truncated or corrupt ({type(exc).__name__}: {exc}); "
-                     "re-export or re-download the file", path)
-        data = None
-    return _Volume(path, geometry, data, shape)
+    return _Volume(path, geometry, _raw_voxels(img, path, report), tuple(int(s) for s in img.shape))
 
 
 def _channel(volume: _Volume, index: int | None, name: str, report: CaseReport) -> np.ndarray | None:
@@ -254,35 +137,49 @@ def _check_spacing(geo: Geometry, path: Path, report: CaseReport) -> None:
                     "isotropic like BraTS; resample to 1 mm for models trained on BraTS", path)
 
 
-def _check_images(files: CaseFiles, report: CaseReport, atol: float) -> Geometry | None:
-    """Check the four modalities; returns the reference geometry (first readable modality)."""
+def _check_modality_files(files: CaseFiles, report: CaseReport) -> None:
+    """Error when any of the four modalities has no file."""
     missing = [m for m in MODALITIES if m not in files.images]
     if missing:
         folder = next(iter(files.images.values())).path.parent if files.images else None
         report.error("missing-modality", f"missing modalities {missing}; every case needs "
                      f"{list(MODALITIES)} (add the files or remove the case)", folder)
+
+
+def _check_modality(name: str, src: ImageSource, volume: _Volume, ref: tuple[str, Geometry] | None,
+                    report: CaseReport, atol: float) -> tuple[str, Geometry]:
+    """Spacing (first readable modality) or geometry against it, then the values of one modality.
+
+    Returns:
+        The reference ``(modality, geometry)``: ``ref``, or this modality's when ``ref`` is None.
+    """
+    if ref is None:
+        ref = (name, volume.geometry)
+        _check_spacing(volume.geometry, src.path, report)
+    elif src.volume is None:
+        _check_geometry(volume.geometry, ref, name, src.path, report, atol)
+    data = _channel(volume, src.volume, name, report)
+    if data is not None:
+        _check_values(data, name, src.path, report)
+    return ref
+
+
+def _check_images(files: CaseFiles, report: CaseReport, atol: float) -> Geometry | None:
+    """Check the four modalities; returns the reference geometry (first readable modality)."""
+    _check_modality_files(files, report)
     volumes: dict[Path, _Volume | None] = {}  # one read per file, also for 4-D stacks
     ref: tuple[str, Geometry] | None = None
-    for name in MODALITIES:
-        if name not in files.images:
-            continue
+    for name in (m for m in MODALITIES if m in files.images):
         src = files.images[name]
         if src.path not in volumes:
             volumes[src.path] = _read_file(src.path, report)
         volume = volumes[src.path]
-        if volume is None:
-            continue
-        if ref is None:
-            ref = (name, volume.geometry)
-            _check_spacing(volume.geometry, src.path, report)
-        elif src.volume is None:
-            _check_geometry(volume.geometry, ref, name, src.path, report, atol)
-        data = _channel(volume, src.volume, name, report)
-        if data is not None:
-            _check_values(data, name, src.path, report)
-    if ref is not None:
-        report.shape = ref[1].shape
-    return ref[1] if ref is not None else None
+        if volume is not None:
+            ref = _check_modality(name, src, volume, ref, report, atol)
+    if ref is None:
+        return None
+    report.shape = ref[1].shape
+    return ref[1]
 
 
 def _label_values(data: np.ndarray) -> np.ndarray:
@@ -292,6 +189,17 @@ def _label_values(data: np.ndarray) -> np.ndarray:
         if low >= 0 and high < 65536:
             return np.flatnonzero(np.bincount(data.ravel(), minlength=high + 1))
     return np.unique(data)
+
+
+def _check_label_values(data: np.ndarray, path: Path, report: CaseReport) -> None:
+    """Integer values (recorded in the report) and a non-empty segmentation."""
+    values = _label_values(data)
+    if data.dtype.kind == "f" and not (np.isfinite(values).all() and np.array_equal(values, np.round(values))):
+        report.error("label-values", "segmentation holds non-integer values; save integer labels", path)
+        return
+    report.label_values = tuple(int(v) for v in values)
+    if not any(report.label_values):
+        report.warn("empty-seg", "segmentation is empty (background only); check it is the right file", path)
 
 
 def _check_label(files: CaseFiles, ref: Geometry | None, report: CaseReport, atol: float) -> None:
@@ -305,16 +213,8 @@ def _check_label(files: CaseFiles, ref: Geometry | None, report: CaseReport, ato
     data = _channel(volume, None, "segmentation", report)
     if ref is not None:
         _check_geometry(volume.geometry, ("image", ref), "segmentation", files.label, report, atol)
-    if data is None:
-        return
-    values = _label_values(data)
-    if data.dtype.kind == "f" and not (np.isfinite(values).all() and np.array_equal(values, np.round(values))):
-        report.error("label-values", "segmentation holds non-integer values; save integer labels", files.label)
-        return
-    report.label_values = tuple(int(v) for v in values)
-    if not any(report.label_values):
-        report.warn("empty-seg", "segmentation is empty (background only); check it is the right file",
-                    files.label)
+    if data is not None:
+        _check_label_values(data, files.label, report)
 
 
 def inspect_case(files: CaseFiles, atol: float = AFFINE_TOLERANCE_MM) -> CaseReport:
@@ -429,8 +329,6 @@ def check_dataset(root: Path | str, label_scheme: str | LabelScheme | None = Non
     Returns:
         The report; a dataset that cannot be read at all gives a report with ``errors`` set.
     """
-    from glioseg.data.layouts import DatasetError
-
     start = time.perf_counter()
     report = DatasetReport(Path(root), layout)
     try:
@@ -453,39 +351,3 @@ def _inspect_all(cases: Sequence[CaseFiles], workers: int, atol: float) -> list[
         return [inspect_case(c, atol) for c in cases]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda c: inspect_case(c, atol), cases))
-
-
-def write_report_json(report: DatasetReport, path: Path | str) -> Path:
-    """Write the dataset report as JSON, atomically."""
-    text = json.dumps(report.to_dict(), indent=2)
-    return atomic_write(Path(path), lambda tmp: tmp.write_text(text))
-
-
-def report_lines(report: DatasetReport) -> Iterable[str]:
-    """One line per dataset-level error and per finding, errors first."""
-    for message in report.errors:
-        yield f"ERROR dataset {report.root}: {message}"
-    for severity in ("error", "warning"):
-        for case in report.cases:
-            for finding in case.findings:
-                if finding.severity == severity:
-                    yield finding.line(case.case_id)
-
-
-def report_table(report: DatasetReport) -> Any:
-    """A rich Table with one row per case (rich is imported here, not at module import)."""
-    from rich.table import Table
-
-    table = Table(title=f"glioseg check {report.root} ({report.layout}, scheme {report.scheme})")
-    for column in ("case", "status", "shape", "spacing (mm)", "labels", "problems"):
-        table.add_column(column)
-    style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
-    for case in report.cases:
-        table.add_row(
-            case.case_id, f"[{style[case.status]}]{case.status}[/]",
-            "x".join(map(str, case.shape)) if case.shape else "-",
-            "x".join(f"{s:.3g}" for s in case.spacing) if case.spacing else "-",
-            ",".join(map(str, case.label_values)) if case.label_values is not None else "-",
-            "; ".join(f.check for f in case.findings) or "-",
-        )
-    return table
