@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -7,14 +6,10 @@ from glioseg.cli import app
 from glioseg.data.layouts import find_cases
 from glioseg.evaluation.figures import (
     LABEL_COLOURS,
-    CurveLogError,
     case_figure,
-    find_training_logs,
     largest_cross_section,
     overlay,
     plane,
-    plot_training_curves,
-    read_training_log,
     save_figure,
     sweep_frames,
 )
@@ -76,21 +71,3 @@ def test_show_cli(make_synthetic_dataset, tmp_path):
     assert Image.open(gif).n_frames > 3
     bad = runner.invoke(app, ["show", str(case.label.parent), "--pred", str(tmp_path / "nope.nii.gz"), "-o", str(out)])
     assert bad.exit_code == 1 and "file not found" in bad.output
-
-
-def test_training_curves_tolerate_missing_columns(tmp_path):
-    run = tmp_path / "run"
-    (run / "stage1").mkdir(parents=True)
-    log = "epoch,train_loss,val_dice_WT,lr\n0,0.9,0.5,0.01\n1,0.7,,0.005\n2,0.6,0.7,0.001\n"
-    (run / "stage1" / "log.csv").write_text(log)
-    (run / "other.csv").write_text("a,b\n1,2\n")
-    assert find_training_logs(run) == [run / "stage1" / "log.csv"]
-    log = read_training_log(run / "stage1" / "log.csv")
-    assert log["epoch"].tolist() == [0, 1, 2] and np.isnan(log["val_dice_WT"][1]) and "val_dice_ET" not in log
-    assert Image.open(plot_training_curves(run)).format == "PNG"
-    result = runner.invoke(app, ["plot-curves", str(run / "stage1" / "log.csv"), "-o", str(tmp_path / "c.png")])
-    assert result.exit_code == 0 and (tmp_path / "c.png").is_file()
-    with pytest.raises(CurveLogError, match="epoch"):
-        plot_training_curves(tmp_path / "run" / "other.csv")
-    empty = runner.invoke(app, ["plot-curves", str(tmp_path / "missing")])
-    assert empty.exit_code == 1 and "no CSV training log" in empty.output

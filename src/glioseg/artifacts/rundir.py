@@ -1,4 +1,4 @@
-"""The run directory: resolved config, run.json, split, logs, and loading a run for inference.
+"""The run directory: resolved config, run.json, split, and loading a run for inference.
 
 ::
 
@@ -7,17 +7,15 @@
     RUN/splits.json                 the split used (kept so that every stage and resume agree)
     RUN/<stage>/model.safetensors   best weights (by mean validation Dice)
     RUN/<stage>/last.safetensors    latest weights; state.pt: optimiser, progress, RNG
-    RUN/<stage>/log.csv, curve.png, tb/   per-epoch log, training curve, TensorBoard scalars
+    RUN/<stage>/log.csv, curve.png, tb/   per-epoch log and curve (glioseg.training.curves), TensorBoard
 
 ``glioseg train --all-folds`` makes one such run per fold in ``RUN/fold_<k>/``.
 """
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import json
-import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,47 +70,6 @@ class RunBundle:
 def build_stage_model(stage: StageConfig) -> nn.Module:
     """The network of a stage (output channels from its target)."""
     return build_model(stage.model.name, **stage.model.kwargs(output_channels(stage.target)))
-
-
-def write_logs(stage_dir: Path, history: list[dict[str, float]]) -> None:
-    """Rewrite ``log.csv`` and ``curve.png`` from the per-epoch history (atomic)."""
-    if not history:
-        return
-    keys = list(dict.fromkeys(k for row in history for k in row))
-
-    def write_csv(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(history)
-
-    atomic_write(stage_dir / "log.csv", write_csv)
-    atomic_write(stage_dir / "curve.png", lambda tmp: plot_curve(history, tmp))
-
-
-def plot_curve(history: list[dict[str, float]], path: Path) -> None:
-    """Training loss and validation Dice per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    epochs = [row["epoch"] for row in history]
-    ax.plot(epochs, [row["train_loss"] for row in history], label="train loss", color="black")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax2 = ax.twinx()
-    for key in ("dice_WT", "dice_TC", "dice_ET"):
-        pts = [(row["epoch"], row[key]) for row in history if key in row and not math.isnan(row[key])]
-        if pts:
-            ax2.plot(*zip(*pts, strict=True), marker="o", label=key)
-    ax2.set_ylim(0, 1)
-    ax2.set_ylabel("validation Dice")
-    fig.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
 
 
 def _update_run_json(run_dir: Path, update: Any) -> dict[str, Any]:

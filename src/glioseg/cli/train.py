@@ -95,9 +95,9 @@ def plot_curves(
     out: Path | None = typer.Option(None, "-o", "--out", help="PNG path (default RUN_DIR/curves.png)."),
 ) -> None:
     """Plot training curves (loss, validation Dice per region, learning rate) from CSV logs."""
-    from glioseg.evaluation.figures import CurveLogError, plot_training_curves
+    from glioseg.training.curves import CurveLogError, plot_training_curves
 
     try:
         typer.echo(f"wrote {plot_training_curves(run_dir, out)}")
-    except (CurveLogError, OSError) as exc:
+    except CurveLogError as exc:
         fail(str(exc))

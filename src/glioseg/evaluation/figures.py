@@ -1,4 +1,6 @@
-"""Pictures: label overlays on FLAIR and T1ce, slice-sweep GIFs, training curves.
+"""Pictures: label overlays on FLAIR and T1ce, and slice-sweep GIFs.
+
+Training curves are drawn by :mod:`glioseg.training.curves`.
 
 Colours follow the usual BraTS figures: edema green, necrotic core red, enhancing tumour
 yellow (resection cavity blue). Slices are shown with the superior / anterior side up.
@@ -11,9 +13,7 @@ label maps uint8 ``(X, Y, Z)`` canonical labels.
 
 from __future__ import annotations
 
-import csv
 import io
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,11 +32,6 @@ LABEL_COLOURS: dict[int, tuple[float, float, float]] = {
 LABEL_NAMES: dict[int, str] = {NCR: "necrotic core (NCR)", ED: "edema (ED)", ET: "enhancing (ET)",
                                RC: "resection cavity (RC)"}
 PLANES: tuple[tuple[str, int], ...] = (("axial", 2), ("coronal", 1), ("sagittal", 0))
-CURVE_COLUMNS: tuple[str, ...] = ("train_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET", "lr")
-
-
-class CurveLogError(ValueError):
-    """A training log cannot be found or read."""
 
 
 # ----------------------------------------------------------------------------- slices and overlays
@@ -263,107 +258,3 @@ def save_gif(frames: Sequence[np.ndarray], path: Path | str, duration_ms: int = 
         pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0)
 
     return atomic_write(Path(path), write)
-
-
-# ----------------------------------------------------------------------------- training curves
-
-
-def find_training_logs(run_dir: Path | str) -> list[Path]:
-    """CSV training logs under a run directory (or the file itself): files with an ``epoch`` column.
-
-    Raises:
-        CurveLogError: nothing found.
-    """
-    run_dir = Path(run_dir)
-    candidates = [run_dir] if run_dir.is_file() else sorted(run_dir.rglob("*.csv")) if run_dir.is_dir() else []
-    logs = []
-    for path in candidates:
-        with open(path, newline="") as fh:
-            header = next(csv.reader(fh), [])
-        if "epoch" in [h.strip() for h in header]:
-            logs.append(path)
-    if not logs:
-        raise CurveLogError(f"{run_dir}: no CSV training log with an 'epoch' column; give a run directory "
-                            "written by glioseg train or the log file itself")
-    return logs
-
-
-def read_training_log(path: Path | str) -> dict[str, np.ndarray]:
-    """Read a CSV training log into columns.
-
-    Args:
-        path: CSV with a header; ``epoch`` required, other columns optional; empty or
-            non-numeric cells become NaN.
-
-    Returns:
-        Column name -> float64 array, rows in file order.
-
-    Raises:
-        CurveLogError: no ``epoch`` column or no rows.
-    """
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "epoch" not in rows[0]:
-        raise CurveLogError(f"{path}: needs a header with 'epoch' and at least one row")
-
-    def number(text: str | None) -> float:
-        try:
-            return float(text) if text not in (None, "") else math.nan
-        except ValueError:
-            return math.nan
-
-    return {name.strip(): np.array([number(r.get(name)) for r in rows]) for name in rows[0] if name}
-
-
-def curves_figure(logs: dict[str, dict[str, np.ndarray]]) -> Figure:
-    """Loss, validation Dice per region and learning rate against epoch.
-
-    Args:
-        logs: log name (e.g. stage) -> columns from :func:`read_training_log`.
-
-    Returns:
-        A Figure with up to three panels; absent columns are skipped.
-    """
-    panels = [("loss", [c for c in ("train_loss", "val_loss") if any(c in log for log in logs.values())]),
-              ("validation Dice", [c for c in ("val_dice_WT", "val_dice_TC", "val_dice_ET", "val_dice")
-                                   if any(c in log for log in logs.values())]),
-              ("learning rate", [c for c in ("lr",) if any(c in log for log in logs.values())])]
-    panels = [p for p in panels if p[1]] or [("(no known columns)", [])]
-    fig = _new_figure(4.5 * len(panels), 3.6)
-    fig.set_facecolor("white")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (name, columns) in zip(axes, panels, strict=True):
-        for log_name, log in logs.items():
-            for column in columns:
-                if column in log and np.isfinite(log[column]).any():
-                    label = column if len(logs) == 1 else f"{log_name}: {column}"
-                    ax.plot(log["epoch"], log[column], marker=".", label=label)
-        ax.set_title(name), ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
-        if name == "learning rate":
-            ax.set_yscale("log")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_training_curves(run_dir: Path | str, out: Path | str | None = None) -> Path:
-    """Read every CSV training log of a run and write one PNG of its curves.
-
-    Args:
-        run_dir: run directory (logs found recursively) or one CSV log.
-        out: PNG path; ``RUN_DIR/curves.png`` (next to the log for a file) when None.
-
-    Returns:
-        The written PNG.
-
-    Raises:
-        CurveLogError: no readable log.
-    """
-    run_dir = Path(run_dir)
-    paths = find_training_logs(run_dir)
-    base = run_dir if run_dir.is_dir() else run_dir.parent
-    logs = {str(p.relative_to(base).with_suffix("")) if base in p.parents else p.stem: read_training_log(p)
-            for p in paths}
-    target = Path(out) if out is not None else base / "curves.png"
-    return save_figure(curves_figure(logs), target)

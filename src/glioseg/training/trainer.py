@@ -27,7 +27,6 @@ from glioseg.artifacts.rundir import (
     prepare_run,
     record_stage,
     resolve_split,
-    write_logs,
 )
 from glioseg.artifacts.weights import TrainError, save_weights, unwrap
 from glioseg.config import StageConfig, TrainConfig
@@ -39,6 +38,7 @@ from glioseg.runtime import (
     set_deterministic,
 )
 from glioseg.training.checkpoint import Progress, load_checkpoint, save_checkpoint
+from glioseg.training.curves import write_training_log
 from glioseg.training.losses import build_loss
 from glioseg.training.validation import validate
 
@@ -362,7 +362,7 @@ def _end_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
             save_weights(model, stage_dir / "model.safetensors",
                          {"stage": stage.name, "epoch": str(progress.epoch - 1), "dice_mean": f"{score:.4f}"})
         save_checkpoint(stage_dir, model, optimizer, scaler, progress, stage)
-        write_logs(stage_dir, progress.history)
+        write_training_log(stage_dir, progress.history)
         logger.epoch(row)
         record_stage(run_dir, stage, progress.history, progress.best_epoch, progress.seconds)
     if dist.world_size > 1:
