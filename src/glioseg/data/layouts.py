@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from glioseg.data.nifti import MODALITIES, CaseFiles, ImageSource
+from glioseg.labels import BG, ED, ET, NCR, RC, SCHEMES
 
 NII = (".nii.gz", ".nii")
 BRATS2017_SUFFIX = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
@@ -36,6 +37,8 @@ CHANNEL_NAME_ALIASES: dict[str, str] = {
     "flair": "flair", "t2f": "flair", "t2-flair": "flair", "t2_flair": "flair", "t2flair": "flair",
 }
 LAYOUTS: tuple[str, ...] = ("brats2017", "brats2023", "msd", "nnunet")
+# region-based nnU-Net labels: the tumour core's file values tell where NCR is
+CORE_VALUES_TO_SCHEME: dict[tuple[int, ...], str] = {(2, 3): "msd", (1, 3): "brats2023", (1, 4): "brats2017"}
 
 
 class DatasetError(Exception):
@@ -55,13 +58,8 @@ def _nifti_files(folder: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def _match_brats_folder(folder: Path, sep: str, suffixes: dict[str, str]) -> list[CaseFiles]:
-    """The cases in one folder of a BraTS layout: one for a case folder, several when the files
-    of many cases lie flat in one folder, none when the folder holds no case of this layout.
-
-    A modality given twice (e.g. ``X_t1.nii`` next to ``X_t1.nii.gz``) is recorded in
-    ``CaseFiles.problems`` rather than raised, so that the other cases go on.
-    """
+def _group_brats_files(folder: Path, sep: str, suffixes: dict[str, str]) -> dict[str, dict[str, list[Path]]]:
+    """NIfTI files of one folder by file ID and suffix (``<ID><sep><suffix>``), for IDs with an image."""
     pattern = re.compile(rf"^(?P<id>.+){re.escape(sep)}(?P<suffix>[A-Za-z0-9]+)$")
     wanted = set(suffixes.values()) | {"seg"}
     groups: dict[str, dict[str, list[Path]]] = {}
@@ -69,7 +67,17 @@ def _match_brats_folder(folder: Path, sep: str, suffixes: dict[str, str]) -> lis
         m = pattern.match(strip_nii(path.name) or "")
         if m and m["suffix"].lower() in wanted:
             groups.setdefault(m["id"], {}).setdefault(m["suffix"].lower(), []).append(path)
-    groups = {i: g for i, g in groups.items() if set(g) & set(suffixes.values())}
+    return {i: g for i, g in groups.items() if set(g) & set(suffixes.values())}
+
+
+def _match_brats_folder(folder: Path, sep: str, suffixes: dict[str, str]) -> list[CaseFiles]:
+    """The cases in one folder of a BraTS layout: one for a case folder, several when the files
+    of many cases lie flat in one folder, none when the folder holds no case of this layout.
+
+    A modality given twice (e.g. ``X_t1.nii`` next to ``X_t1.nii.gz``) is recorded in
+    ``CaseFiles.problems`` rather than raised, so that the other cases go on.
+    """
+    groups = _group_brats_files(folder, sep, suffixes)
     layout = "brats2017" if sep == "_" else "brats2023"
     cases = []
     for file_id, by_suffix in sorted(groups.items()):
@@ -148,8 +156,6 @@ def _find_msd(root: Path, images_dir: Path) -> list[CaseFiles]:
 
 def _label_role(name: str) -> int | None:
     """Canonical label meant by a dataset.json label name (``"edema"`` -> ED), or None."""
-    from glioseg.labels import BG, ED, ET, NCR, RC
-
     text = name.strip().lower().replace("_", " ").replace("-", " ")
     rules = ((("background",), BG), (("non enh", "nonenh", "necro", "netc", "ncr", "net"), NCR),
              (("edema", "oedema", "snfh", "ed"), ED), (("enhanc", "et"), ET),
@@ -160,30 +166,15 @@ def _label_role(name: str) -> int | None:
     return None
 
 
-def _scheme_from_labels(meta: dict) -> str | None:
-    """Label scheme that an nnU-Net dataset.json states, or None when it does not say.
+def _label_pairs(labels: dict) -> list[tuple[str, Any]]:
+    """``(name, value)`` pairs of dataset.json ``labels``: v1 maps value -> name, v2 name -> value(s)."""
+    if all(str(k).strip().isdigit() for k in labels):
+        return [(str(name), int(k)) for k, name in labels.items()]
+    return [(str(k), v) for k, v in labels.items()]
 
-    Reads ``glioseg_label_scheme`` if present, else the ``labels`` names: nnU-Net v1
-    (``{"1": "edema"}``), v2 (``{"edema": 1}``) and v2 region-based (``{"tumor core": [2, 3]}``).
-    """
-    from glioseg.labels import NCR, SCHEMES
 
-    if isinstance(meta.get("glioseg_label_scheme"), str):
-        return meta["glioseg_label_scheme"]
-    labels = meta.get("labels")
-    if not isinstance(labels, dict):
-        return None
-    pairs: list[tuple[str, Any]]
-    if all(str(k).strip().isdigit() for k in labels):  # v1: value -> name
-        pairs = [(str(name), int(k)) for k, name in labels.items()]
-    else:
-        pairs = [(str(k), v) for k, v in labels.items()]
-    regions: dict[str, tuple[int, ...]] = {
-        name.lower(): tuple(v) for name, v in pairs if isinstance(v, list)}
-    if regions:  # region-based: the tumour core's values tell where NCR is
-        core = next((v for n, v in regions.items() if "core" in n), None)
-        wanted: dict[tuple[int, ...], str] = {(2, 3): "msd", (1, 3): "brats2023", (1, 4): "brats2017"}
-        return wanted.get(tuple(sorted(core))) if core else None
+def _scheme_from_names(pairs: list[tuple[str, Any]]) -> str | None:
+    """The scheme whose file values match the labels' names (``edema`` -> ED ...), or None."""
     to_file: dict[int, int] = {}
     for name, value in pairs:
         role = _label_role(name)
@@ -194,6 +185,35 @@ def _scheme_from_labels(meta: dict) -> str | None:
     return matches[0] if matches and NCR in to_file else None
 
 
+def _scheme_from_labels(meta: dict) -> str | None:
+    """Label scheme that an nnU-Net dataset.json states, or None when it does not say.
+
+    Reads ``glioseg_label_scheme`` if present, else the ``labels`` names: nnU-Net v1
+    (``{"1": "edema"}``), v2 (``{"edema": 1}``) and v2 region-based (``{"tumor core": [2, 3]}``).
+    """
+    if isinstance(meta.get("glioseg_label_scheme"), str):
+        return meta["glioseg_label_scheme"]
+    labels = meta.get("labels")
+    if not isinstance(labels, dict):
+        return None
+    pairs = _label_pairs(labels)
+    regions = {name.lower(): tuple(v) for name, v in pairs if isinstance(v, list)}
+    if regions:
+        core = next((v for n, v in regions.items() if "core" in n), None)
+        return CORE_VALUES_TO_SCHEME.get(tuple(sorted(core))) if core else None
+    return _scheme_from_names(pairs)
+
+
+def _group_channel_files(files: list[Path]) -> dict[str, dict[int, list[Path]]]:
+    """nnU-Net image files ``<ID>_<cccc>`` by case ID and channel index."""
+    by_case: dict[str, dict[int, list[Path]]] = {}
+    for path in files:
+        m = re.match(r"^(?P<id>.+)_(?P<ch>\d{4})$", strip_nii(path.name) or "")
+        if m:
+            by_case.setdefault(m["id"], {}).setdefault(int(m["ch"]), []).append(path)
+    return by_case
+
+
 def _find_nnunet(root: Path, images_dir: Path, files: list[Path]) -> list[CaseFiles]:
     meta = _read_dataset_json(root)
     names = meta.get("channel_names") or meta.get("modality")  # nnU-Net v2 / v1
@@ -202,13 +222,8 @@ def _find_nnunet(root: Path, images_dir: Path, files: list[Path]) -> list[CaseFi
                            '(e.g. {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"})')
     channels = _channel_map(names, root / "dataset.json")
     scheme_hint = _scheme_from_labels(meta)
-    by_case: dict[str, dict[int, list[Path]]] = {}
-    for path in files:
-        m = re.match(r"^(?P<id>.+)_(?P<ch>\d{4})$", strip_nii(path.name) or "")
-        if m:
-            by_case.setdefault(m["id"], {}).setdefault(int(m["ch"]), []).append(path)
     cases = []
-    for case_id, chans in sorted(by_case.items()):
+    for case_id, chans in sorted(_group_channel_files(files).items()):
         problems = tuple(f"duplicate channel {ch:04d} files {[p.name for p in paths]} in {images_dir}; keep one"
                          for ch, paths in sorted(chans.items()) if len(paths) > 1)
         images = {m: ImageSource(chans[i][0]) for m, i in channels.items() if i in chans}

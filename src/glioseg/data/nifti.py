@@ -14,6 +14,7 @@ import gzip
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -33,6 +34,7 @@ from glioseg.utils import atomic_write
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 CANONICAL_AXCODES: tuple[str, str, str] = ("R", "A", "S")
 AFFINE_TOLERANCE_MM = 1e-3
+_T = TypeVar("_T")
 
 
 class CaseError(Exception):
@@ -128,21 +130,19 @@ class Geometry:
     @property
     def canonical_spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the canonical axes."""
-        order = self.to_canonical_ornt[:, 0].astype(int)
-        sp = self.spacing
-        out = [0.0, 0.0, 0.0]
-        for disk_axis, canon_axis in enumerate(order):
-            out[canon_axis] = sp[disk_axis]
-        return tuple(out)  # type: ignore[return-value]
+        return self._to_canonical_axes(self.spacing)
 
     @property
     def canonical_shape(self) -> tuple[int, int, int]:
         """Spatial shape in the canonical orientation."""
-        order = self.to_canonical_ornt[:, 0].astype(int)
-        out = [0, 0, 0]
-        for disk_axis, canon_axis in enumerate(order):
-            out[canon_axis] = self.shape[disk_axis]
-        return tuple(out)  # type: ignore[return-value]
+        return self._to_canonical_axes(self.shape)
+
+    def _to_canonical_axes(self, values: tuple[_T, _T, _T]) -> tuple[_T, _T, _T]:
+        """Per-disk-axis values reordered along the canonical axes."""
+        out = list(values)
+        for disk_axis, canon_axis in enumerate(self.to_canonical_ornt[:, 0].astype(int)):
+            out[canon_axis] = values[disk_axis]
+        return out[0], out[1], out[2]
 
     @property
     def canonical_affine(self) -> np.ndarray:
@@ -243,13 +243,44 @@ def image_geometry(img: nib.Nifti1Image, path: Path, case_id: str) -> Geometry:
         raise CaseError(case_id, str(exc), path) from exc
 
 
-def _read_label(files: CaseFiles, reference: Geometry) -> tuple[np.ndarray, Geometry]:
-    assert files.label is not None  # internal invariant: only called with a label file
-    img = load_nifti(files.label, files.case_id)
-    raw = read_array(img, files.label, files.case_id, dtype=None)  # type: ignore[arg-type]
+def _read_images(files: CaseFiles) -> tuple[np.ndarray, Geometry]:
+    """The four modalities, canonical float32 ``(4, X, Y, Z)``, and the first one's geometry."""
+    channels: list[np.ndarray] = []
+    geometry: Geometry | None = None
+    for modality in MODALITIES:
+        src = files.images[modality]
+        img = load_nifti(src.path, files.case_id)
+        geo = image_geometry(img, src.path, files.case_id)
+        if geometry is None:
+            geometry = geo
+        elif not geo.matches(geometry):
+            raise CaseError(files.case_id, f"{modality} geometry (shape {geo.shape}) differs from "
+                            f"{MODALITIES[0]} (shape {geometry.shape}); co-register the modalities", src.path)
+        data = read_array(img, src.path, files.case_id, src.volume)
+        if not np.isfinite(data).all():
+            raise CaseError(files.case_id, f"{modality} contains NaN or inf; fix or mask these voxels", src.path)
+        channels.append(geometry.to_canonical(data))
+    assert geometry is not None  # internal: MODALITIES is not empty
+    return np.stack(channels).astype(np.float32, copy=False), geometry
+
+
+def _read_label(label_path: Path, files: CaseFiles, geometry: Geometry,
+                label_scheme: str | LabelScheme | None) -> tuple[np.ndarray, LabelScheme]:
+    """The segmentation as canonical uint8 ``(X, Y, Z)`` labels, and its scheme."""
+    img = load_nifti(label_path, files.case_id)
+    raw = read_array(img, label_path, files.case_id, dtype=None)  # type: ignore[arg-type]
     if raw.dtype.kind == "f" and not (np.isfinite(raw).all() and np.array_equal(raw, np.round(raw))):
-        raise CaseError(files.case_id, "segmentation holds non-integer values; expected integer labels", files.label)
-    return raw, image_geometry(img, files.label, files.case_id)
+        raise CaseError(files.case_id, "segmentation holds non-integer values; expected integer labels", label_path)
+    label_geo = image_geometry(img, label_path, files.case_id)
+    if not label_geo.matches(geometry):
+        raise CaseError(files.case_id, f"segmentation geometry (shape {label_geo.shape}) differs from the "
+                        "images'; resample it onto the image grid", label_path)
+    context = f"case {files.case_id} [{label_path}]"
+    if label_scheme is not None:
+        scheme = get_scheme(label_scheme)
+    else:
+        scheme = detect_scheme(np.unique(raw).tolist(), files.scheme_hint, context)
+    return geometry.to_canonical(scheme.to_canonical(raw, context)), scheme
 
 
 def read_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
@@ -275,34 +306,10 @@ def read_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
     missing = [m for m in MODALITIES if m not in files.images]
     if missing:
         raise CaseError(files.case_id, f"missing modalities {missing}; every case needs {list(MODALITIES)}")
-    channels, geometry = [], None
-    for modality in MODALITIES:
-        src = files.images[modality]
-        img = load_nifti(src.path, files.case_id)
-        geo = image_geometry(img, src.path, files.case_id)
-        if geometry is None:
-            geometry = geo
-        elif not geo.matches(geometry):
-            raise CaseError(files.case_id, f"{modality} geometry (shape {geo.shape}) differs from "
-                            f"{MODALITIES[0]} (shape {geometry.shape}); co-register the modalities", src.path)
-        data = read_array(img, src.path, files.case_id, src.volume)
-        if not np.isfinite(data).all():
-            raise CaseError(files.case_id, f"{modality} contains NaN or inf; fix or mask these voxels", src.path)
-        channels.append(geometry.to_canonical(data))
-    assert geometry is not None
-    image = np.stack(channels).astype(np.float32, copy=False)
-    label, scheme = None, None
-    if read_label and files.label is not None:
-        raw, label_geo = _read_label(files, geometry)
-        if not label_geo.matches(geometry):
-            raise CaseError(files.case_id, f"segmentation geometry (shape {label_geo.shape}) differs from the "
-                            "images'; resample it onto the image grid", files.label)
-        context = f"case {files.case_id} [{files.label}]"
-        if label_scheme is not None:
-            scheme = get_scheme(label_scheme)
-        else:
-            scheme = detect_scheme(np.unique(raw).tolist(), files.scheme_hint, context)
-        label = geometry.to_canonical(scheme.to_canonical(raw, context))
+    image, geometry = _read_images(files)
+    if not read_label or files.label is None:
+        return Case(files.case_id, image, None, geometry, files, None)
+    label, scheme = _read_label(files.label, files, geometry, label_scheme)
     return Case(files.case_id, image, label, geometry, files, scheme)
 
 
@@ -323,10 +330,17 @@ def make_label_image(labels: np.ndarray, geometry: Geometry, scheme: str | Label
     if tuple(labels.shape) != geometry.canonical_shape:
         raise ValueError(f"label map shape {labels.shape} != case shape {geometry.canonical_shape}")
     data = get_scheme(scheme).from_canonical(geometry.from_canonical(labels))
+    img = _image_like(data.astype(np.uint8, copy=False), geometry)
+    img.header["cal_min"], img.header["cal_max"] = 0, 0  # the image's display range means nothing for labels
+    return img
+
+
+def _image_like(data: np.ndarray, geometry: Geometry) -> nib.Nifti1Image:
+    """An on-disk array ``(I, J, K)`` with the input's affine, qform/sform (and codes) and header
+    (data type from ``data``, no scaling)."""
     header = geometry.header.copy()
-    header.set_data_dtype(np.uint8)
+    header.set_data_dtype(data.dtype)
     header.set_slope_inter(1.0, 0.0)
-    header["cal_min"], header["cal_max"] = 0, 0
     img = nib.Nifti1Image(data, geometry.affine, header)
     src = geometry.header
     img.set_qform(src.get_qform(), code=int(src["qform_code"]))
@@ -354,11 +368,5 @@ def write_seg(labels: np.ndarray, geometry: Geometry, path: Path | str,
 def write_image(array: np.ndarray, geometry: Geometry, path: Path | str) -> Path:
     """Write a float32 canonical-orientation volume ``(X, Y, Z)`` (probabilities, uncertainty)
     in the input's geometry, atomically."""
-    data = geometry.from_canonical(np.asarray(array, dtype=np.float32))
-    header = geometry.header.copy()
-    header.set_data_dtype(np.float32)
-    header.set_slope_inter(1.0, 0.0)
-    img = nib.Nifti1Image(data, geometry.affine, header)
-    img.set_qform(geometry.header.get_qform(), code=int(geometry.header["qform_code"]))
-    img.set_sform(geometry.header.get_sform(), code=int(geometry.header["sform_code"]))
+    img = _image_like(geometry.from_canonical(np.asarray(array, dtype=np.float32)), geometry)
     return atomic_write(Path(path), lambda tmp: nib.save(img, str(tmp)))

@@ -23,7 +23,7 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
 from glioseg.data.layouts import BRATS2017_SUFFIX, BRATS2023_SUFFIX, LAYOUTS
 from glioseg.data.nifti import CANONICAL_AXCODES, MODALITIES, Geometry
-from glioseg.labels import ED, ET, NCR, LabelScheme, get_scheme
+from glioseg.labels import CANONICAL_NAMES, ED, ET, NCR, LabelScheme, get_scheme
 from glioseg.utils import atomic_write
 
 DEFAULT_SCHEME: dict[str, str] = {
@@ -45,7 +45,6 @@ TISSUE_INTENSITY = np.array(
     dtype=np.float32,
 )
 TISSUE_TO_LABEL = np.array([0, 0, 0, 0, ED, ET, NCR], dtype=np.uint8)
-MSD_CHANNEL_NAMES = ("FLAIR", "T1w", "t1gd", "T2w")  # MSD Task01 order
 CHANNEL_NAMES = {"t1": "T1w", "t1ce": "t1gd", "t2": "T2w", "flair": "FLAIR"}
 
 
@@ -252,8 +251,6 @@ def _write_stacked_case(root: Path, case_id: str, image: np.ndarray, label: np.n
 def _dataset_json(layout: str, case_ids: Sequence[str], scheme: LabelScheme,
                   channel_order: Sequence[str], with_labels: bool) -> dict:
     """dataset.json of an MSD Task01 or nnU-Net v2 raw dataset."""
-    from glioseg.labels import CANONICAL_NAMES
-
     names = {value: ("background" if canon == 0 else CANONICAL_NAMES[canon])
              for canon, value in scheme.to_file.items()}
     channel_names = {str(i): CHANNEL_NAMES[m] for i, m in enumerate(channel_order)}
@@ -308,13 +305,7 @@ def write_synthetic_dataset(
     Raises:
         ValueError: unknown layout, bad ``n_cases`` or ``channel_order``.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
-    if n_cases < 1:
-        raise ValueError(f"n_cases must be >= 1, got {n_cases}")
-    order = tuple(channel_order) if channel_order is not None else ("flair", "t1", "t1ce", "t2")
-    if sorted(order) != sorted(MODALITIES):
-        raise ValueError(f"channel_order must be a permutation of {list(MODALITIES)}, got {list(order)}")
+    order = _check_dataset_args(layout, n_cases, channel_order)
     label_scheme = get_scheme(scheme if scheme is not None else DEFAULT_SCHEME[layout])
     root = Path(out)
     geometry = synthetic_geometry(shape, affine)
@@ -332,3 +323,19 @@ def write_synthetic_dataset(
         meta = _dataset_json(layout, case_ids, label_scheme, order, with_labels)
         atomic_write(root / "dataset.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     return written
+
+
+def _check_dataset_args(layout: str, n_cases: int, channel_order: Sequence[str] | None) -> tuple[str, ...]:
+    """Validate :func:`write_synthetic_dataset`'s arguments; returns the channel order.
+
+    Raises:
+        ValueError: unknown layout, bad ``n_cases`` or ``channel_order``.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
+    if n_cases < 1:
+        raise ValueError(f"n_cases must be >= 1, got {n_cases}")
+    order = tuple(channel_order) if channel_order is not None else ("flair", "t1", "t1ce", "t2")
+    if sorted(order) != sorted(MODALITIES):
+        raise ValueError(f"channel_order must be a permutation of {list(MODALITIES)}, got {list(order)}")
+    return order
