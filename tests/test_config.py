@@ -114,3 +114,68 @@ def test_shipped_recipe_file_is_the_cpu_preset():
     config = load_config(recipe, cpu_preset())
     assert config.stages == cpu_preset().stages
     assert config.threads == 1
+
+
+def _stage_yaml(tmp_path, body: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text("stages:\n  - name: main\n" + "".join(f"    {line}\n" for line in body.splitlines()))
+    return path
+
+
+@pytest.mark.parametrize("text,value", [("5e-4", 5e-4), ("1.0e-3", 1e-3), ("-2E2", None), (".5", 0.5), ("2", 2.0)])
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path, text, value):
+    path = _stage_yaml(tmp_path, f"optim: {{lr: {text}}}")
+    if value is None:  # parsed as a number (-200.0), then refused by the range check, not the type check
+        with pytest.raises(ConfigError, match=r"optim.lr must be > 0, got -200.0"):
+            load_config(path)
+        return
+    lr = load_config(path).stage().optim.lr
+    assert lr == value and type(lr) is float
+
+
+@pytest.mark.parametrize("body,match", [
+    ('optim: {lr: "5e-4"}', r"stages\[0\]\.optim\.lr: expected a number, got '5e-4' \(str\); write the number"),
+    ('augment: "no"', r"stages\[0\]\.augment: expected a boolean \(true or false\), got 'no' \(str\)"),
+    ('loss: {batch_dice: "false"}', r"stages\[0\]\.loss\.batch_dice: expected a boolean .*got 'false' \(str\)"),
+    ("augment: 1", r"stages\[0\]\.augment: expected a boolean .*got 1 \(int\)"),
+    ("patch_size: [128.9, 128, 128]", r"stages\[0\]\.patch_size\[0\]: expected an integer, got 128\.9 \(float\)"),
+    ("patch_size: [128, 128]", r"stages\[0\]\.patch_size: expected a list of 3 values .*got \[128, 128\]"),
+    ("epochs: true", r"stages\[0\]\.epochs: expected an integer, got True \(bool\)"),
+    ("epochs: 4.0", r"stages\[0\]\.epochs: expected an integer, got 4\.0 \(float\)"),
+    ("name: 5", r"stages\[0\]\.name: expected a string, got 5 \(int\)"),
+    ("val_window: 64", r"stages\[0\]\.val_window: expected a list of 3 values .*got 64 \(int\)"),
+    ("model: [1]", r"stages\[0\]\.model: expected a mapping, got \[1\] \(list\)"),
+])
+def test_yaml_values_are_checked_against_field_types(tmp_path, body, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(_stage_yaml(tmp_path, body))
+    assert str(info.value).startswith(str(tmp_path / "c.yaml"))
+
+
+def test_top_level_types_and_friendly_conversions(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("threads: 2.5\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: threads: expected an integer, got 2\.5"):
+        load_config(path)
+    path.write_text("deterministic: yes\nthreads: null\ncheckpoint_minutes: 2\nstages:\n  - name: main\n"
+                    "    spacing_mm: 1\n    loss: {dice_weight: 0, bce_weight: 1}\n")
+    config = load_config(path)
+    assert config.deterministic is True and config.threads is None  # YAML's own booleans are fine
+    assert type(config.checkpoint_minutes) is float and type(config.stage().spacing_mm) is float
+    assert config.stage().loss.dice_weight == 0.0
+
+
+def test_sizes_are_never_truncated_in_python_either():
+    with pytest.raises(ConfigError, match=r"patch_size \(128\.9, 128, 128\) must be 3 positive integer multiples"):
+        StageConfig(patch_size=(128.9, 128, 128))
+    import numpy as np
+
+    assert StageConfig(patch_size=tuple(np.array([64, 64, 64]))).patch_size == (64, 64, 64)
+
+
+def test_broken_yaml_is_one_line(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("stages: [\n  - name: x\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: cannot read config") as info:
+        resolve_config(None, broken)
+    assert "\n" not in str(info.value)

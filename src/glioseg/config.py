@@ -1,17 +1,20 @@
 """Training configuration: frozen dataclasses (the single source of defaults), presets, YAML.
 
-A :class:`TrainConfig` holds global settings and one :class:`StageConfig` per stage. Each stage
-is trained by its own ``glioseg train --stage NAME`` invocation into ``RUN/<stage>/``:
+A :class:`TrainConfig` holds global settings and one :class:`StageConfig` per stage, each trained
+by its own ``glioseg train --stage NAME`` into ``RUN/<stage>/``. Presets: ``isensee2017`` (one
+stage as in Isensee et al. 2017, for GPUs) and ``cpu`` (2 mm ``low`` + 1 mm ``high``, a cascade).
 
-* ``isensee2017``: one stage ``main`` as in Isensee et al. 2017 (128^3 patches, batch 2,
-  300 epochs x 100 iterations, Adam 5e-4, decay 0.985 per epoch); for GPUs.
-* ``cpu``: two stages for 2 CPU cores, used as a cascade at inference: ``low`` at 2 mm on the
-  whole cropped brain, ``high`` at 1 mm on patches around the tumour.
+YAML values are checked against each field's type (:func:`from_dict`): booleans must be
+``true``/``false`` (``"no"`` is refused), integers integers (``128.9`` and ``true`` are refused,
+never truncated), numbers ints or floats. Files are read with YAML 1.2 numbers, so ``lr: 5e-4``
+is a number (YAML 1.1 makes it a string); a quoted number is a string and is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -54,11 +57,10 @@ class ModelConfig:
 
     def kwargs(self, out_channels: int) -> dict[str, Any]:
         """Constructor arguments for :func:`glioseg.networks.build_model`."""
-        if self.name == "unet3d":
-            return {"in_channels": 4, "out_channels": out_channels, "base_filters": self.base_filters,
-                    "depth": self.depth}
-        return {"in_channels": 4, "out_channels": out_channels, "base_filters": self.base_filters,
-                "depth": self.depth, "dropout": self.dropout, "deep_supervision": self.deep_supervision}
+        common = {"in_channels": 4, "out_channels": out_channels, "base_filters": self.base_filters,
+                  "depth": self.depth}
+        return common if self.name == "unet3d" else {**common, "dropout": self.dropout,
+                                                     "deep_supervision": self.deep_supervision}
 
 
 @dataclass(frozen=True)
@@ -135,16 +137,9 @@ class StageConfig:
     cascade_from: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
-        if self.val_window is not None:
-            object.__setattr__(self, "val_window", tuple(int(s) for s in self.val_window))
-        divisor = 2 ** (self.model.depth - 1)
-        for key, size in (("patch_size", self.patch_size), ("val_window", self.val_window)):
-            if size is None:
-                continue
-            _require(len(size) == 3 and all(s > 0 and s % divisor == 0 for s in size),
-                     f"stage {self.name}: {key} {size} must be 3 positive multiples of {divisor} "
-                     f"(2**(depth-1) for depth {self.model.depth})")
+        for key in ("patch_size", "val_window"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, self._window(key, getattr(self, key)))
         _require(self.spacing_mm is None or self.spacing_mm > 0, f"stage {self.name}: spacing_mm must be > 0")
         _require(self.batch_size >= 1, f"stage {self.name}: batch_size must be >= 1, got {self.batch_size}")
         _require(0.0 <= self.fg_fraction <= 1.0, f"stage {self.name}: fg_fraction must be in [0, 1]")
@@ -154,6 +149,16 @@ class StageConfig:
         _require(self.precision in PRECISIONS,
                  f"stage {self.name}: precision {self.precision!r}: choose one of {list(PRECISIONS)}")
         _require(self.name.isidentifier(), f"stage name {self.name!r} must be a simple identifier (folder name)")
+
+    def _window(self, key: str, value: Any) -> tuple[int, int, int]:
+        """``patch_size`` / ``val_window`` as 3 ints, each a positive multiple of ``2**(depth-1)`` (never truncated)."""
+        items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        divisor = 2 ** (self.model.depth - 1)
+        sizes = [int(s) for s in items if isinstance(s, numbers.Integral) and not isinstance(s, bool)]
+        _require(len(sizes) == len(items) == 3 and all(s > 0 and s % divisor == 0 for s in sizes),
+                 f"stage {self.name}: {key} {value!r} must be 3 positive integer multiples of {divisor} "
+                 f"(2**(depth-1) for depth {self.model.depth})")
+        return sizes[0], sizes[1], sizes[2]
 
 
 @dataclass(frozen=True)
@@ -195,17 +200,11 @@ class TrainConfig:
         _require(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
 
     def stage(self, name: str | None = None) -> StageConfig:
-        """The stage called ``name`` (the first when None).
-
-        Raises:
-            ConfigError: unknown name; the message lists the stages.
-        """
-        if name is None:
-            return self.stages[0]
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise ConfigError(f"unknown stage {name!r}; this config has {[s.name for s in self.stages]}")
+        """The stage called ``name`` (the first when None); ConfigError (listing the stages) when unknown."""
+        found = [s for s in self.stages if name is None or s.name == name]
+        if not found:
+            raise ConfigError(f"unknown stage {name!r}; this config has {[s.name for s in self.stages]}")
+        return found[0]
 
     def with_stage(self, name: str, **changes: Any) -> TrainConfig:
         """Copy with fields of one stage replaced (validated again)."""
@@ -221,21 +220,16 @@ def isensee2017_preset() -> TrainConfig:
 def cpu_preset() -> TrainConfig:
     """Two-stage recipe for 2 CPU cores: 2 mm whole brain, then 1 mm patches around the tumour.
 
-    These are the settings validated for the shipped model (``configs/cpu_shipped.yaml``, which
-    also pins one thread per process so that both stages train side by side): the ``low`` stage
-    alone is shipped; the ``high`` stage feeds the cascade when a run has both.
+    The settings validated for the shipped model (``configs/cpu_shipped.yaml`` also pins one thread
+    per process so both stages train side by side); ``low`` alone is shipped, ``high`` feeds the cascade.
     """
     cosine = OptimConfig(lr=5e-4, weight_decay=1e-5, schedule="cosine")
-    low = StageConfig(
-        name="low", spacing_mm=2.0, patch_size=(96, 96, 96), whole_volume=True, batch_size=2, fg_fraction=0.0,
-        model=ModelConfig(base_filters=16, depth=5, dropout=0.3), optim=cosine, precision="bf16",
-        epochs=40, iterations=25, val_every=4,
-    )
-    high = StageConfig(
-        name="high", spacing_mm=1.0, patch_size=(80, 80, 80), batch_size=2, fg_fraction=0.9,
-        model=ModelConfig(base_filters=12, depth=5, dropout=0.3), optim=cosine, precision="bf16",
-        epochs=40, iterations=25, val_every=8, val_window=(128, 128, 128), cascade_from="low",
-    )
+    low = StageConfig(name="low", spacing_mm=2.0, patch_size=(96, 96, 96), whole_volume=True, batch_size=2,
+                      fg_fraction=0.0, model=ModelConfig(base_filters=16, depth=5, dropout=0.3), optim=cosine,
+                      precision="bf16", epochs=40, iterations=25, val_every=4)
+    high = StageConfig(name="high", spacing_mm=1.0, patch_size=(80, 80, 80), batch_size=2, fg_fraction=0.9,
+                       model=ModelConfig(base_filters=12, depth=5, dropout=0.3), optim=cosine, precision="bf16",
+                       epochs=40, iterations=25, val_every=8, val_window=(128, 128, 128), cascade_from="low")
     return TrainConfig(preset="cpu", stages=(low, high), checkpoint_minutes=5.0)
 
 
@@ -243,11 +237,7 @@ PRESETS: dict[str, typing.Callable[[], TrainConfig]] = {"isensee2017": isensee20
 
 
 def get_preset(name: str) -> TrainConfig:
-    """A preset by name.
-
-    Raises:
-        ConfigError: unknown name; the message lists the presets.
-    """
+    """A preset by name; ConfigError (listing the presets) when unknown."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
@@ -265,45 +255,68 @@ def to_dict(config: Any) -> Any:
 def from_dict(cls: type[Any], data: dict[str, Any], base: Any = None, where: str = "") -> Any:
     """Build dataclass ``cls`` from a (partial) dict, starting from ``base`` (or the defaults).
 
+    Every value is checked against its field's type first; ``where`` prefixes the field paths
+    named in errors (e.g. ``"stages[0]."``).
+
     Raises:
-        ConfigError: unknown key or invalid value; the message names the key.
+        ConfigError: unknown key, a value of the wrong type (naming the field path, the value and
+            the expected type) or an invalid value.
     """
+    name = where.rstrip(".") or cls.__name__
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{name}: expected a mapping, got {data!r} ({type(data).__name__})")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
-    values = {name: _convert(hints[name], value, getattr(base, name, None), f"{where}{name}")
-              for name, value in data.items()}
+        raise ConfigError(f"{name}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+    values = {key: _convert(hints[key], value, getattr(base, key, None), f"{where}{key}")
+              for key, value in data.items()}
     try:
         return replace(base, **values) if base is not None else cls(**values)
     except TypeError as exc:
-        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+        raise ConfigError(f"{name}: {exc}") from exc
+
+
+_EXPECTED = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string"}
+_NUMBERS = (_EXPECTED[int], _EXPECTED[float])
 
 
 def _convert(hint: Any, value: Any, base: Any, where: str) -> Any:
-    """Convert a YAML value to the field type ``hint`` (nested dataclasses, stage lists, tuples)."""
+    """Check a YAML value against the field type ``hint`` (ConfigError naming ``where``); ints become floats."""
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value, base, f"{where}.")
-    origin = typing.get_origin(hint)
-    if origin is tuple and typing.get_args(hint)[:1] == (StageConfig,):
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # ``X | None``
+        inner = next(a for a in args if a is not type(None))
+        return None if value is None else _convert(inner, value, base, where)
+    if typing.get_origin(hint) is tuple and args[:1] == (StageConfig,):
         return _convert_stages(value, base, where)
-    if value is not None and (origin is tuple or (origin in (typing.Union, types.UnionType) and
-                                                 any(typing.get_origin(a) is tuple for a in typing.get_args(hint)))):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(value)
-    return value
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise _type_error(where, value, f"a list of {len(args)} values ({_EXPECTED[args[0]]} each)")
+        return tuple(_scalar(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    return _scalar(hint, value, where)
+
+
+def _scalar(hint: type, value: Any, where: str) -> Any:
+    """A bool, int, float or str value checked against ``hint`` (bools are not numbers here)."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {bool: isinstance(value, bool), int: numeric and isinstance(value, int), float: numeric,
+          str: isinstance(value, str)}[hint]
+    if not ok:
+        raise _type_error(where, value, _EXPECTED[hint])
+    return float(value) if hint is float else value
+
+
+def _type_error(where: str, value: Any, expected: str) -> ConfigError:
+    hint = "; write the number unquoted" if isinstance(value, str) and expected in _NUMBERS else ""
+    return ConfigError(f"{where}: expected {expected}, got {value!r} ({type(value).__name__}){hint}")
 
 
 def _convert_stages(value: Any, base: Any, where: str) -> tuple[StageConfig, ...]:
-    """Stages from YAML: a list of mappings merged by name into the base stages.
-
-    A mapping whose ``name`` matches a base stage overrides that stage's keys; other names are
-    appended as new stages; base stages not mentioned are kept.
-    """
+    """Stages from YAML, merged by name: a mapping whose ``name`` matches a base stage overrides that
+    stage's keys; other names are appended as new stages; base stages not mentioned are kept."""
     if not isinstance(value, list):
         raise ConfigError(f"{where}: expected a list of stage mappings")
     stages = {s.name: s for s in (base or ())}
@@ -311,6 +324,26 @@ def _convert_stages(value: Any, base: Any, where: str) -> tuple[StageConfig, ...
         name = item.get("name") if isinstance(item, dict) else None
         stages[name or f"stage{i}"] = from_dict(StageConfig, item, stages.get(name), f"{where}[{i}].")
     return tuple(stages.values())
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``5e-4`` and ``1.0e5`` are numbers, not strings."""
+
+
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+
+
+def read_yaml(path: Path | str) -> Any:
+    """Parse a YAML file with the config loader (safe, YAML 1.2 floats); None for an empty file.
+
+    Raises:
+        ConfigError: unreadable file or invalid YAML (the message names the file).
+    """
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_Loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({' '.join(str(exc).split())})") from exc
 
 
 def load_config(path: Path | str, base: TrainConfig | None = None) -> TrainConfig:
@@ -322,11 +355,7 @@ def load_config(path: Path | str, base: TrainConfig | None = None) -> TrainConfi
     Raises:
         ConfigError: unreadable file, unknown key or invalid value (the message names the file).
     """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    data = read_yaml(path) or {}
     try:
         return from_dict(TrainConfig, data, base)
     except ConfigError as exc:
@@ -346,18 +375,13 @@ def resolve_config(preset: str | None = None, config_file: Path | str | None = N
     Raises:
         ConfigError: the preset differs from the run's, unknown preset, or a bad file.
     """
-    base: TrainConfig | None = None
-    if run_config is not None and Path(run_config).is_file():
-        base = load_config(run_config)
-        if preset is not None and preset != base.preset:
-            raise ConfigError(f"{run_config}: this run was made with preset {base.preset!r}, not "
-                              f"{preset!r}; use another run directory")
+    base = load_config(run_config) if run_config is not None and Path(run_config).is_file() else None
+    if base is not None and preset is not None and preset != base.preset:
+        raise ConfigError(f"{run_config}: this run was made with preset {base.preset!r}, not "
+                          f"{preset!r}; use another run directory")
     if base is None:
-        name = preset
-        if name is None and config_file is not None:
-            data = yaml.safe_load(Path(config_file).read_text()) if Path(config_file).is_file() else None
-            name = data.get("preset") if isinstance(data, dict) else None
-        base = get_preset(name or "isensee2017")
+        data = read_yaml(config_file) if preset is None and config_file and Path(config_file).is_file() else None
+        base = get_preset(preset or (data.get("preset") if isinstance(data, dict) else None) or "isensee2017")
     return load_config(config_file, base) if config_file is not None else base
 
 
