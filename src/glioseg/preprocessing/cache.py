@@ -113,26 +113,35 @@ def save_preprocessed(pc: PreprocessedCase, root: Path | str, extra_meta: dict[s
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / pc.case_id
     tmp = Path(tempfile.mkdtemp(prefix=f".{pc.case_id}.", suffix=".tmp", dir=root))
     try:
-        np.save(tmp / "image.npy", pc.image)
-        if pc.label is not None:
-            np.save(tmp / "label.npy", pc.label)
-            np.savez(tmp / "fg.npz", allow_pickle=False, **foreground_locations(pc.label))
-        (tmp / "meta.json").write_text(json.dumps({**pc.meta, **(extra_meta or {})}, indent=1))
-        if final.exists():  # replace a stale case: move it aside first so a crash leaves one of them
-            old = root / f".{pc.case_id}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        _write_case_files(pc, tmp, extra_meta)
+        _replace_folder(tmp, root / pc.case_id)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
+    return root / pc.case_id
+
+
+def _write_case_files(pc: PreprocessedCase, folder: Path, extra_meta: dict[str, Any] | None) -> None:
+    """``image.npy``, ``label.npy`` + ``fg.npz`` (with a label) and ``meta.json`` into ``folder``."""
+    np.save(folder / "image.npy", pc.image)
+    if pc.label is not None:
+        np.save(folder / "label.npy", pc.label)
+        np.savez(folder / "fg.npz", allow_pickle=False, **foreground_locations(pc.label))
+    (folder / "meta.json").write_text(json.dumps({**pc.meta, **(extra_meta or {})}, indent=1))
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Rename ``new`` to ``final``; a stale ``final`` is moved aside first so a crash leaves one of them."""
+    if not final.exists():
+        new.rename(final)
+        return
+    old = final.parent / f".{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_meta(root: Path | str, case_id: str) -> dict[str, Any]:
@@ -278,15 +287,19 @@ def preprocess_dataset(cases: Sequence[CaseFiles], out: Path | str, spacing_mm: 
         for files in cases:
             record(_run_isolated(files, out, spacing_mm, label_scheme, force))
     else:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_run_isolated, f, out, spacing_mm, label_scheme, force, True): f for f in cases}
-            for fut in as_completed(futures):
-                try:
-                    record(fut.result())
-                except Exception as exc:  # noqa: BLE001 (a worker died, e.g. out of memory)
-                    record(CaseResult(futures[fut].case_id, "failed", error=f"worker crashed: {exc}"))
+        _run_in_processes(cases, out, spacing_mm, label_scheme, force, workers, record)
     write_dataset_json(out, spacing_mm, label_scheme)
     return result
 
 
+def _run_in_processes(cases: Sequence[CaseFiles], out: Path, spacing_mm: float | None, label_scheme: str | None,
+                      force: bool, workers: int, record: Callable[[CaseResult], None]) -> None:
+    """:func:`_run_isolated` in a pool of ``workers`` processes; ``record`` gets each result as it finishes."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_run_isolated, f, out, spacing_mm, label_scheme, force, True): f for f in cases}
+        for fut in as_completed(futures):
+            try:
+                record(fut.result())
+            except Exception as exc:  # noqa: BLE001 (a worker died, e.g. out of memory)
+                record(CaseResult(futures[fut].case_id, "failed", error=f"worker crashed: {exc}"))

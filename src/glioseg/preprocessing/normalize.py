@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from glioseg.data.nifti import MODALITIES, Case, CaseError
+from glioseg.data.nifti import MODALITIES, Case, CaseError, Geometry
 from glioseg.utils import bounding_box
 
 PREPROCESS_VERSION = 1  # bump when the cached arrays change meaning
@@ -191,26 +191,18 @@ def preprocess_case(case: Case, spacing_mm: float | None = None, margin: int = C
     """
     if spacing_mm is not None and not spacing_mm > 0:
         raise CaseError(case.case_id, f"target spacing must be > 0 mm, got {spacing_mm}")
-    mask = brain_mask(case.image)
-    try:
-        bbox = brain_bbox(mask, margin)
-    except ValueError as exc:
-        raise CaseError(case.case_id, f"{exc}; check the image files") from exc
-    cmask = crop(mask, bbox)
-    image, stats = zscore_in_mask(crop(case.image, bbox), cmask, percentiles)
-    label = crop(case.label, bbox) if case.label is not None else None
+    bbox, image, label, stats = _crop_and_normalize(case, margin, percentiles)
     spacing = case.geometry.canonical_spacing
     cropped_shape = tuple(image.shape[1:])
     shape = cropped_shape if spacing_mm is None else resampled_shape(cropped_shape, spacing, spacing_mm)
     if shape != cropped_shape:
         image = resample_image(image, shape)
         label = resample_labels(label, shape) if label is not None else None
-    geo = case.geometry
     meta = {
         "case_id": case.case_id,
         "version": PREPROCESS_VERSION,
         "bbox": [list(b) for b in bbox],
-        "canonical_shape": list(geo.canonical_shape),
+        "canonical_shape": list(case.geometry.canonical_shape),
         "cropped_shape": list(cropped_shape),
         "shape": list(shape),
         "spacing": list(spacing),
@@ -220,10 +212,36 @@ def preprocess_case(case: Case, spacing_mm: float | None = None, margin: int = C
                           "channels": list(MODALITIES), **stats},
         "label_scheme": case.scheme.name if case.scheme is not None else None,
         "has_label": label is not None,
-        "geometry": {"shape": list(geo.shape), "axcodes": list(geo.axcodes),
-                     "affine": geo.affine.tolist(), "canonical_affine": geo.canonical_affine.tolist()},
-        "affine": _grid_affine(geo.canonical_affine, bbox, cropped_shape, shape).tolist(),
+        **_geometry_meta(case.geometry, bbox, cropped_shape, shape),
     }
     return PreprocessedCase(case.case_id, image.astype(np.float32, copy=False), label, meta)
 
 
+def _crop_and_normalize(case: Case, margin: int, percentiles: tuple[float, float]
+                        ) -> tuple[BBox, np.ndarray, np.ndarray | None, dict[str, list[float]]]:
+    """Crop image and label to the brain box and z-score the image inside the brain.
+
+    Returns:
+        ``(bbox, image float32 (4, x, y, z), label uint8 (x, y, z) or None, statistics)``.
+
+    Raises:
+        CaseError: the image is zero everywhere.
+    """
+    mask = brain_mask(case.image)
+    try:
+        bbox = brain_bbox(mask, margin)
+    except ValueError as exc:
+        raise CaseError(case.case_id, f"{exc}; check the image files") from exc
+    image, stats = zscore_in_mask(crop(case.image, bbox), crop(mask, bbox), percentiles)
+    label = crop(case.label, bbox) if case.label is not None else None
+    return bbox, image, label, stats
+
+
+def _geometry_meta(geo: Geometry, bbox: BBox, cropped_shape: Sequence[int], shape: Sequence[int]
+                   ) -> dict[str, Any]:
+    """The ``geometry`` (on-disk case) and ``affine`` (preprocessed grid) entries of the meta."""
+    return {
+        "geometry": {"shape": list(geo.shape), "axcodes": list(geo.axcodes),
+                     "affine": geo.affine.tolist(), "canonical_affine": geo.canonical_affine.tolist()},
+        "affine": _grid_affine(geo.canonical_affine, bbox, cropped_shape, shape).tolist(),
+    }

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,11 @@ def read_patient_mapping(path: Path | str) -> dict[str, str]:
     id_columns = [c for c in rows[0] if c and "id" in c.lower()]
     if not id_columns:
         raise SplitError(f"{path}: no ID column (a column whose name contains 'ID'); columns are {list(rows[0])}")
+    return _merge_aliases([row[c].strip() for c in id_columns if _present(row.get(c))] for row in rows)
+
+
+def _merge_aliases(rows: Iterable[list[str]]) -> dict[str, str]:
+    """Union-find over rows of aliases: ``{alias: key}``, the key being the first ID of a merged group."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -74,8 +79,7 @@ def read_patient_mapping(path: Path | str) -> dict[str, str]:
             x = parent[x]
         return x
 
-    for row in rows:
-        ids = [row[c].strip() for c in id_columns if _present(row.get(c))]
+    for ids in rows:
         for i in ids:
             parent.setdefault(i, i)
         for i in ids[1:]:
@@ -140,6 +144,18 @@ def _assign_folds(groups: dict[str, list[str]], strata: dict[str, str], folds: i
     return [sorted(m) for m in members]
 
 
+def _check_split_args(ids: list[str], folds: int, val_fraction: float) -> None:
+    """SplitError for no cases, duplicate IDs, ``folds < 1`` or a single split's bad ``val_fraction``."""
+    if not ids:
+        raise SplitError("no cases to split; preprocess a dataset first")
+    if len(set(ids)) != len(ids):
+        raise SplitError(f"duplicate case IDs: {sorted({c for c in ids if ids.count(c) > 1})}")
+    if folds < 1:
+        raise SplitError(f"folds must be >= 1, got {folds}")
+    if folds == 1 and not 0 < val_fraction < 1:
+        raise SplitError(f"val_fraction must be in (0, 1), got {val_fraction}")
+
+
 def make_splits(case_ids: Sequence[str], folds: int = 5, seed: int = 0,
                 mapping_csv: Path | str | Mapping[str, str] | None = None,
                 grades: Path | str | Mapping[str, str] | None = None,
@@ -163,14 +179,7 @@ def make_splits(case_ids: Sequence[str], folds: int = 5, seed: int = 0,
             patients.
     """
     ids = list(case_ids)
-    if not ids:
-        raise SplitError("no cases to split; preprocess a dataset first")
-    if len(set(ids)) != len(ids):
-        raise SplitError(f"duplicate case IDs: {sorted({c for c in ids if ids.count(c) > 1})}")
-    if folds < 1:
-        raise SplitError(f"folds must be >= 1, got {folds}")
-    if folds == 1 and not 0 < val_fraction < 1:
-        raise SplitError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    _check_split_args(ids, folds, val_fraction)
     mapping = read_patient_mapping(mapping_csv) if isinstance(mapping_csv, str | Path) else mapping_csv
     grade_table = read_grades(grades) if isinstance(grades, str | Path) else grades
     patients = group_by_patient(ids, mapping)
@@ -207,6 +216,12 @@ def load_splits(path: Path | str) -> dict[str, Any]:
         raise SplitError(f"{path}: not found; make it with `glioseg split PREPROCESSED`") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SplitError(f"{path}: not valid JSON ({exc}); make it again with `glioseg split`") from exc
+    _check_splits(data, path)
+    return data
+
+
+def _check_splits(data: Any, path: Path) -> None:
+    """SplitError unless ``data`` has a non-empty ``splits`` list of disjoint train/val folds."""
     if not isinstance(data, dict) or not isinstance(data.get("splits"), list) or not data["splits"]:
         raise SplitError(f"{path}: no 'splits' list; make it again with `glioseg split`")
     for s in data["splits"]:
@@ -215,7 +230,6 @@ def load_splits(path: Path | str) -> dict[str, Any]:
         both = set(s["train"]) & set(s["val"])
         if both:
             raise SplitError(f"{path}: fold {s.get('fold')} has cases on both sides: {sorted(both)}")
-    return data
 
 
 def get_fold(splits: Mapping[str, Any], fold: int) -> tuple[list[str], list[str]]:
