@@ -58,8 +58,11 @@ def predict(
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
                                             help="Also write OUT/probabilities/<ID>_<region>.nii.gz."),
     mc_dropout: int = typer.Option(0, "--mc-dropout", min=0, help="MC-dropout samples; writes OUT/uncertainty/."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads [one per core]; 1 is "
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads \\[one per core]; 1 is "
                                        "faster on a machine busy with other jobs."),
+    single_threaded_tiles: bool = typer.Option(False, "--single-threaded-tiles", help="Copy, activate and stitch "
+                                               "tiles on one CPU thread (the networks keep --threads); can help "
+                                               "on a busy machine, see benchmarks/bench_threads.py."),
     label_scheme: str | None = typer.Option(None, "--label-scheme", help="Label scheme of the input dataset "
                                             "\\[the one its layout implies]."),
     output_label_scheme: str | None = typer.Option(None, "--output-label-scheme", help="Label scheme of the "
@@ -88,7 +91,8 @@ def predict(
         run_dir = resolve_model(model)
         predictor = Predictor.from_run(run_dir, _parse_folds(folds), device=device, precision=precision,
                                        tta=tta, cascade=cascade, margin_mm=margin, overlap=overlap,
-                                       tile_batch=tile_batch, mc_samples=mc_dropout)
+                                       tile_batch=tile_batch, mc_samples=mc_dropout,
+                                       single_threaded_tiles=single_threaded_tiles)
     except (BundleError, FileNotFoundError, ValueError, TrainError) as exc:
         fail(str(exc))
     manifest = manifest_path(out, num_shards, shard_id)

@@ -118,13 +118,19 @@ class TilePredictor:
             samples, the output holds ``2K`` channels: mean probabilities, then the mean of
             their squares.
         channels_last: feed tiles in channels-last-3d memory format.
+        single_threaded_tiles: run the memory-bound work around the networks (activation,
+            un-mirroring; in :func:`predict_volume` also tile copies and stitching) on one CPU
+            thread, restoring the caller's thread count after each step (see
+            :func:`glioseg.inference.sliding_window.single_threaded`). Off by default: torch's
+            thread count is process-wide.
 
     Call: ``(B, C, *tile)`` float32 -> float32 ``(B, K, *tile)`` (or ``(B, 2K, *tile)``).
     """
 
     def __init__(self, models: Sequence[nn.Module], activation: str = "sigmoid",
                  flips: Sequence[Flip] = ((),), device: torch.device | str = "cpu",
-                 precision: str = "bf16", mc_samples: int = 0, channels_last: bool = False) -> None:
+                 precision: str = "bf16", mc_samples: int = 0, channels_last: bool = False,
+                 single_threaded_tiles: bool = False) -> None:
         if not models:
             raise ValueError("TilePredictor needs at least one model")
         if activation not in ACTIVATIONS:
@@ -140,6 +146,7 @@ class TilePredictor:
         self.precision = precision
         self.mc_samples = mc_samples
         self.channels_last = channels_last
+        self.single_threaded_tiles = single_threaded_tiles
         check_precision(self.device, precision)
 
     @property
@@ -162,7 +169,7 @@ class TilePredictor:
             xin = xin.contiguous(memory_format=torch.channels_last_3d)
         with autocast_context(self.device, self.precision):
             out = _first_output(model(xin))
-        with single_threaded(self.device.type == "cpu"):  # memory-bound: see single_threaded
+        with single_threaded(self.single_threaded_tiles and self.device.type == "cpu"):
             prob = self._activate(out)
             return torch.flip(prob, dims) if dims else prob
 
@@ -223,7 +230,7 @@ def predict_volume(
     """
     stitched = sliding_window_inference(
         image, predictor, window, overlap=overlap, tile_batch=tile_batch, divisor=divisor,
-        device=predictor.device, output_device=output_device)
+        device=predictor.device, output_device=output_device, single_threaded_tiles=predictor.single_threaded_tiles)
     if not predictor.mc_samples:
         return stitched, None
     mean, std = split_moments(stitched)

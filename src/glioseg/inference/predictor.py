@@ -133,6 +133,9 @@ class Predictor:
         postprocess: thresholds and small-ET rule.
         channels_last: run the networks in channels-last-3d memory format.
         label_scheme: label scheme of the training data (informational).
+        single_threaded_tiles: run the memory-bound per-tile work on one CPU thread (see
+            :class:`glioseg.inference.ensemble.TilePredictor`); off by default, so that torch's
+            process-wide thread count is never changed.
 
     Raises:
         ValueError: no stage, unknown device/precision, stages with different targets.
@@ -142,7 +145,8 @@ class Predictor:
                  precision: str = "bf16", tta: Any = "none", cascade: bool = True,
                  margin_mm: float = DEFAULT_MARGIN_MM, overlap: float = 0.5, tile_batch: int = 1,
                  mc_samples: int = 0, postprocess: PostprocessConfig | None = None,
-                 channels_last: bool = False, label_scheme: str | None = None) -> None:
+                 channels_last: bool = False, label_scheme: str | None = None,
+                 single_threaded_tiles: bool = False) -> None:
         if not stages:
             raise ValueError("the model has no stage to predict with")
         if len({s.target for s in stages.values()}) != 1:
@@ -165,7 +169,7 @@ class Predictor:
                     model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.tile_predictors = {
             name: TilePredictor(s.models, "sigmoid" if s.target == "regions" else "softmax", self.flips,
-                                self.device, precision, mc_samples, channels_last)
+                                self.device, precision, mc_samples, channels_last, single_threaded_tiles)
             for name, s in stages.items()}
         self.mc_samples = mc_samples
 

@@ -98,6 +98,7 @@ def sliding_window_inference(
     device: torch.device | str = "cpu",
     output_device: torch.device | str | None = None,
     sigma_scale: float = 1.0 / 8,
+    single_threaded_tiles: bool = False,
 ) -> torch.Tensor:
     """Apply ``fn`` over a volume tile by tile and stitch with Gaussian weights.
 
@@ -117,6 +118,9 @@ def sliding_window_inference(
         device: where tiles are sent before calling ``fn``.
         output_device: where the float32 stitching buffers live (default: ``device``).
         sigma_scale: Gaussian sigma as a fraction of the window.
+        single_threaded_tiles: copy tiles and stitch their outputs on one CPU thread (see
+            :func:`single_threaded`); ``fn`` itself runs with the caller's thread count. Off by
+            default: it changes torch's process-wide setting for a moment on every tile.
 
     Returns:
         float32 ``(K, X, Y, Z)`` on the output device.
@@ -128,7 +132,7 @@ def sliding_window_inference(
     device = torch.device(device)
     out_dev = torch.device(output_device) if output_device is not None else device
     window = tuple(int(w) for w in window)
-    args = (image, fn, window, overlap, tile_batch, divisor, device, sigma_scale)
+    args = (image, fn, window, overlap, tile_batch, divisor, device, sigma_scale, single_threaded_tiles)
     with torch.inference_mode():
         if out_dev.type != "cuda":
             return _stitch(*args, out_dev)
@@ -141,11 +145,15 @@ def sliding_window_inference(
 
 @contextlib.contextmanager
 def single_threaded(enabled: bool = True) -> Iterator[None]:
-    """Run torch CPU ops on one thread inside the block, then restore the thread count.
+    """Run torch CPU ops on one thread inside the block, then restore the caller's thread count.
 
-    Stitching is memory-bound: a second OpenMP thread gains little, and when another process
-    occupies a core every small parallel op waits at a barrier for a time slice (measured 100x
-    slower stitching on a busy 2-core machine).
+    Opt-in (``single_threaded_tiles``) because torch's thread count is process-wide: other threads
+    of the caller see the change while the block runs. It pays off for memory-bound work (tile
+    copies, activations, stitching) on a machine busy with other jobs, where every small parallel
+    op waits at an OpenMP barrier for a time slice (``benchmarks/bench_threads.py`` measures it).
+
+    Args:
+        enabled: do nothing when False.
     """
     previous = torch.get_num_threads()
     if not enabled or previous == 1:
@@ -154,39 +162,48 @@ def single_threaded(enabled: bool = True) -> Iterator[None]:
     torch.set_num_threads(1)
     try:
         yield
-    finally:
+    finally:  # also on errors and interrupts: the caller's setting always comes back
         torch.set_num_threads(previous)
 
 
+def _tile_slices(full: Sequence[int], window: Sequence[int], overlap: float) -> list[tuple[slice, ...]]:
+    """The tiles covering a volume of spatial shape ``full``, as slices, in C order."""
+    starts = itertools.product(*(tile_starts(s, w, overlap) for s, w in zip(full, window, strict=True)))
+    return [tuple(slice(s, s + w) for s, w in zip(start, window, strict=True)) for start in starts]
+
+
+def _accumulate(out: torch.Tensor | None, weight: torch.Tensor, pred: torch.Tensor,
+                slices: Sequence[tuple[slice, ...]], gauss: torch.Tensor) -> torch.Tensor:
+    """Add Gaussian-weighted tile outputs ``(B, K, *window)`` into ``out`` ``(K, *full)`` (made on
+    the first call) and their weights into ``weight`` ``(*full)``."""
+    if out is None:
+        out = torch.zeros((pred.shape[1], *weight.shape), dtype=torch.float32, device=weight.device)
+    for b, sl in enumerate(slices):
+        out[(slice(None), *sl)].addcmul_(pred[b], gauss)
+        weight[sl].add_(gauss)
+    return out
+
+
 def _stitch(image: torch.Tensor, fn: TileFn, window: tuple[int, ...], overlap: float, tile_batch: int,
-            divisor: int, device: torch.device, sigma_scale: float, out_dev: torch.device) -> torch.Tensor:
+            divisor: int, device: torch.device, sigma_scale: float, serial: bool,
+            out_dev: torch.device) -> torch.Tensor:
     shape = tuple(image.shape[1:])
     fitted = tuple(math.ceil(s / divisor) * divisor for s in shape)
     if all(f <= w for f, w in zip(fitted, window, strict=True)):
         return _whole_volume(image, fn, fitted, device, out_dev)
     pads = _pad_amounts(shape, window)
     padded = _pad(image, pads)
-    full = tuple(padded.shape[1:])
-    starts = list(itertools.product(*(tile_starts(s, w, overlap) for s, w in zip(full, window, strict=True))))
+    slices = _tile_slices(padded.shape[1:], window, overlap)
     gauss = gaussian_importance(window, sigma_scale, out_dev)
-    out: torch.Tensor | None = None
-    weight = torch.zeros(full, dtype=torch.float32, device=out_dev)
-    for i in range(0, len(starts), tile_batch):
-        chunk = starts[i:i + tile_batch]
-        slices = [tuple(slice(s, s + w) for s, w in zip(start, window, strict=True)) for start in chunk]
-        with single_threaded(device.type == "cpu"):
-            tiles = torch.stack([padded[(slice(None), *sl)] for sl in slices]).to(device, non_blocking=True)
+    out, weight = None, torch.zeros(padded.shape[1:], dtype=torch.float32, device=out_dev)
+    for i in range(0, len(slices), tile_batch):
+        chunk = slices[i:i + tile_batch]
+        with single_threaded(serial and device.type == "cpu"):
+            tiles = torch.stack([padded[(slice(None), *sl)] for sl in chunk]).to(device, non_blocking=True)
         pred = fn(tiles)
-        with single_threaded(out_dev.type == "cpu"):
-            pred = pred.to(out_dev, torch.float32)
-            if out is None:
-                out = torch.zeros((pred.shape[1], *full), dtype=torch.float32, device=out_dev)
-            for b, sl in enumerate(slices):
-                out[(slice(None), *sl)].addcmul_(pred[b], gauss)
-                weight[sl].add_(gauss)
-    assert out is not None  # at least one tile always exists
-    out.div_(weight)
-    return _unpad(out, pads, shape)
+        with single_threaded(serial and out_dev.type == "cpu"):
+            out = _accumulate(out, weight, pred.to(out_dev, torch.float32), chunk, gauss)
+    return _unpad(out.div_(weight), pads, shape)  # type: ignore[union-attr]  # there is always a tile
 
 
 def _whole_volume(image: torch.Tensor, fn: TileFn, fitted: tuple[int, ...], device: torch.device,
