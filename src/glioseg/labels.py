@@ -177,25 +177,14 @@ def detect_scheme(
     """
     present = {int(v) for v in values} - {0}
     if layout_hint is not None:
-        hinted = get_scheme(layout_hint)
-        if present <= hinted.file_values:
-            return hinted
-        if hinted.name == "brats2023" and present <= SCHEMES["brats2024"].file_values:
-            return SCHEMES["brats2024"]
-        # the layout names the scheme: other values are an error, not a reason to guess another one
-        raise LabelSchemeError(
-            f"{context}: unexpected label values {sorted(present - hinted.file_values)} for the "
-            f"layout's scheme {hinted.name} ({hinted.description}); fix the segmentation, or pass "
-            f"--label-scheme (one of {sorted(SCHEMES)}) if the dataset uses another scheme"
-        )
-    candidates = [s for s in ("brats2017", "brats2023", "brats2024") if present <= SCHEMES[s].file_values]
+        return _scheme_of_layout(present, get_scheme(layout_hint), context)
     if 4 in present and 3 not in present:
         return SCHEMES["brats2017"]
     if {3, 4} <= present:
         return SCHEMES["brats2024"]
-    if 3 in present and layout_hint is None:
+    if 3 in present:
         return SCHEMES["brats2023"]
-    if not candidates:
+    if not any(present <= SCHEMES[s].file_values for s in ("brats2017", "brats2023", "brats2024")):
         raise LabelSchemeError(
             f"{context}: label values {sorted(present)} match no known scheme "
             f"({', '.join(s.description for s in SCHEMES.values())})"
@@ -203,6 +192,21 @@ def detect_scheme(
     raise LabelSchemeError(
         f"{context}: cannot tell the label scheme from values {sorted(present | {0})}; "
         f"pass --label-scheme (one of {sorted(SCHEMES)})"
+    )
+
+
+def _scheme_of_layout(present: set[int], hinted: LabelScheme, context: str) -> LabelScheme:
+    """The layout's scheme (BraTS 2024 for 2023-style files with RC), or LabelSchemeError when the
+    values do not fit it: the layout names the scheme, so other values are an error, not a reason
+    to guess another one."""
+    if present <= hinted.file_values:
+        return hinted
+    if hinted.name == "brats2023" and present <= SCHEMES["brats2024"].file_values:
+        return SCHEMES["brats2024"]
+    raise LabelSchemeError(
+        f"{context}: unexpected label values {sorted(present - hinted.file_values)} for the "
+        f"layout's scheme {hinted.name} ({hinted.description}); fix the segmentation, or pass "
+        f"--label-scheme (one of {sorted(SCHEMES)}) if the dataset uses another scheme"
     )
 
 
@@ -277,8 +281,7 @@ def probabilities_to_labels(probs: np.ndarray, target: str = "regions",
 
 def output_channels(target: str) -> int:
     """Network output channels for a target mode (3 regions or 4 labels)."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+    check_target(target)
     return len(REGIONS) if target == "regions" else NUM_LABEL_CLASSES
 
 

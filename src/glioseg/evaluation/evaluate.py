@@ -110,24 +110,35 @@ def find_predictions(pred_dir: Path | str,
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir}: prediction folder not found; "
                                 "give the folder that holds <ID>.nii.gz files")
-    wanted = set(case_ids)
+    claims, unmatched = _claims(pred_dir, set(case_ids))
+    found = {cid: paths[0] for cid, paths in claims.items() if len(paths) == 1}
+    ambiguous = {cid: f"several prediction files for one case: {[p.name for p in paths]}; keep one"
+                 for cid, paths in claims.items() if len(paths) > 1}
+    return found, ambiguous, unmatched
+
+
+def _claims(pred_dir: Path, wanted: set[str]) -> tuple[dict[str, list[Path]], list[str]]:
+    """NIfTI files of ``pred_dir`` by the case they name, and the names of those naming none."""
     claims: dict[str, list[Path]] = {}
     unmatched = []
     for path in sorted(p for p in pred_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
         stem = strip_nii(path.name)
         if stem is None:
             continue
-        case_id = next((stem[: len(stem) - len(s)] for s in PREDICTION_SUFFIXES
-                        if s and stem.endswith(s) and stem[: len(stem) - len(s)] in wanted), None)
-        case_id = stem if stem in wanted else case_id
+        case_id = _claimed_case(stem, wanted)
         if case_id is None:
             unmatched.append(path.name)
         else:
             claims.setdefault(case_id, []).append(path)
-    found = {cid: paths[0] for cid, paths in claims.items() if len(paths) == 1}
-    ambiguous = {cid: f"several prediction files for one case: {[p.name for p in paths]}; keep one"
-                 for cid, paths in claims.items() if len(paths) > 1}
-    return found, ambiguous, unmatched
+    return claims, unmatched
+
+
+def _claimed_case(stem: str, wanted: set[str]) -> str | None:
+    """The case a prediction file stem names: ``<ID>``, else ``<ID>_seg`` / ``<ID>-seg``; None for no case."""
+    if stem in wanted:
+        return stem
+    return next((stem[: len(stem) - len(s)] for s in PREDICTION_SUFFIXES
+                 if s and stem.endswith(s) and stem[: len(stem) - len(s)] in wanted), None)
 
 
 def read_label_file(path: Path, case_id: str, scheme: str | LabelScheme | None, hint: str | None,
@@ -185,14 +196,21 @@ def evaluate_task(task: EvaluationTask) -> CaseScores:
         pred, pred_geo, _ = read_label_file(task.pred_path, task.case_id, task.pred_scheme, gt_scheme.name,
                                             flag="--pred-label-scheme")
         if not pred_geo.matches(gt_geo):
-            raise CaseError(task.case_id, f"prediction geometry (shape {pred_geo.shape}, spacing "
-                            f"{tuple(round(s, 3) for s in pred_geo.spacing)}, axes {''.join(pred_geo.axcodes)}) "
-                            f"differs from the ground truth's (shape {gt_geo.shape}, spacing "
-                            f"{tuple(round(s, 3) for s in gt_geo.spacing)}, axes {''.join(gt_geo.axcodes)}) "
-                            f"[{task.gt_path}]; write predictions on the ground-truth grid", task.pred_path)
+            raise _geometry_mismatch(task, pred_geo, gt_geo)
     except CaseError as exc:
         return failed_case(task.case_id, "error", str(exc), _true_volumes(gt, gt_geo), task.lesion_wise)
     return compute_brats_metrics(pred, gt, gt_geo.spacing, task.lesion_wise, task.case_id)
+
+
+def _describe_grid(geo: Geometry) -> str:
+    return f"shape {geo.shape}, spacing {tuple(round(s, 3) for s in geo.spacing)}, axes {''.join(geo.axcodes)}"
+
+
+def _geometry_mismatch(task: EvaluationTask, pred_geo: Geometry, gt_geo: Geometry) -> CaseError:
+    """The error of a prediction that is not on its ground truth's grid."""
+    return CaseError(task.case_id, f"prediction geometry ({_describe_grid(pred_geo)}) differs from the ground "
+                     f"truth's ({_describe_grid(gt_geo)}) [{task.gt_path}]; write predictions on the "
+                     "ground-truth grid", task.pred_path)
 
 
 def _init_worker() -> None:
@@ -224,9 +242,8 @@ def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str
         LabelSchemeError: an unknown scheme name. ValueError: no case has a ground truth.
     """
     start = time.perf_counter()
-    for name in (label_scheme, pred_label_scheme):
-        if name is not None:
-            get_scheme(name)
+    for name in (n for n in (label_scheme, pred_label_scheme) if n is not None):
+        get_scheme(name)
     cases: list[CaseFiles] = find_cases(gt_root)
     scored = [c for c in cases if c.label is not None]
     if not scored:
@@ -235,11 +252,7 @@ def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str
     tasks = [EvaluationTask(c.case_id, c.label, found.get(c.case_id), label_scheme, c.scheme_hint,  # type: ignore[arg-type]
                             pred_label_scheme, lesion_wise) for c in scored if c.case_id not in ambiguous]
     results = [failed_case(cid, "error", msg, lesion_wise=lesion_wise) for cid, msg in ambiguous.items()]
-    for scores in _run(tasks, workers):
-        results.append(scores)
-        if on_case is not None:
-            on_case(scores, len(results), len(scored))
-    results.sort(key=lambda s: s.case_id)
+    results = _score_all(tasks, workers, results, on_case, len(scored))
     return EvaluationResult(
         cases=results, summary=summarize(results),
         missing=[s.case_id for s in results if s.status == "missing"],
@@ -248,6 +261,16 @@ def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str
         pred_dir=Path(pred_dir), gt_root=Path(gt_root), lesion_wise=lesion_wise,
         seconds=time.perf_counter() - start, gt_files={c.case_id: c for c in scored}, pred_paths=found,
         label_scheme=label_scheme, pred_label_scheme=pred_label_scheme)
+
+
+def _score_all(tasks: list[EvaluationTask], workers: int, results: list[CaseScores],
+               on_case: Callable[[CaseScores, int, int], None] | None, total: int) -> list[CaseScores]:
+    """``results`` plus the scores of every task, sorted by case ID; ``on_case`` after each one."""
+    for scores in _run(tasks, workers):
+        results.append(scores)
+        if on_case is not None:
+            on_case(scores, len(results), total)
+    return sorted(results, key=lambda s: s.case_id)
 
 
 def _run(tasks: list[EvaluationTask], workers: int):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -116,13 +116,20 @@ def _legend_handles(labels: Sequence[np.ndarray | None]):
     return [Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in keys]
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A black Figure of ``width`` x ``height`` inches on an Agg canvas (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), facecolor="black")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _show(ax: Any, image: np.ndarray, labels: np.ndarray | None, aspect: float) -> None:
+    """Draw one ``(H, W)`` slice with its label overlay on an axis without ticks."""
+    ax.imshow(overlay(image, labels), aspect=aspect, interpolation="nearest")
+    ax.set_xticks([]), ax.set_yticks([])
 
 
 def case_figure(flair: np.ndarray, t1ce: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None = None,
@@ -148,15 +155,13 @@ def case_figure(flair: np.ndarray, t1ce: np.ndarray, gt: np.ndarray | None, pred
     images = {"FLAIR": normalize_image(flair), "T1ce": normalize_image(t1ce)}
     columns = [(name, label_name, lab) for name in images for label_name, lab in
                (("ground truth", gt), ("prediction", pred)) if lab is not None or label_name == "ground truth"]
-    fig = _new_figure(3.0 * len(columns), 3.0 * len(PLANES) + 0.9)
+    fig = new_figure(3.0 * len(columns), 3.0 * len(PLANES) + 0.9)
     axes = fig.subplots(len(PLANES), len(columns), squeeze=False)
     for row, (plane_name, axis) in enumerate(PLANES):
         for col, (image_name, label_name, lab) in enumerate(columns):
             ax = axes[row][col]
             shown = None if lab is None else plane(lab, axis, centre[axis])
-            ax.imshow(overlay(plane(images[image_name], axis, centre[axis]), shown), aspect=plane_aspect(spacing, axis),
-                      interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
+            _show(ax, plane(images[image_name], axis, centre[axis]), shown, plane_aspect(spacing, axis))
             if row == 0:
                 ax.set_title(f"{image_name} + {label_name}", color="white", fontsize=10)
             if col == 0:
@@ -196,12 +201,10 @@ def thumbnail_figure(flair: np.ndarray, gt: np.ndarray, pred: np.ndarray | None,
     """
     z = largest_cross_section(gt if np.any(gt) or pred is None else pred)[2]
     image = plane(normalize_image(flair), 2, z)
-    fig = _new_figure(4.4, 2.5)
+    fig = new_figure(4.4, 2.5)
     axes = fig.subplots(1, 2)
     for ax, (name, lab) in zip(axes, (("ground truth", gt), ("prediction", pred)), strict=True):
-        ax.imshow(overlay(image, None if lab is None else plane(lab, 2, z)), aspect=plane_aspect(spacing, 2),
-                  interpolation="nearest")
-        ax.set_xticks([]), ax.set_yticks([])
+        _show(ax, image, None if lab is None else plane(lab, 2, z), plane_aspect(spacing, 2))
         ax.set_title(name if lab is not None else "no prediction", color="white", fontsize=8)
     if title:
         fig.suptitle(title, color="white", fontsize=9)

@@ -73,29 +73,35 @@ def lesion_wise_scores(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequen
     lesions = ground_truth_lesions(gt, dilation)
     pred_ids = cc3d.connected_components(pred.astype(np.uint8), connectivity=26)
     matched: set[int] = set()
-    dices: list[float] = []
-    distances: list[float] = []
-    n_tp = n_fn = 0
+    scored: list[tuple[float, float, bool]] = []  # (Dice, HD95, matched) per scored lesion
     for lesion_id in np.unique(lesions[lesions > 0]):
         lesion = lesions == lesion_id
         hits = _matching_predictions(lesion, pred_ids, dilation)
         matched.update(hits)
-        if int(lesion.sum()) <= min_lesion_voxels:
-            continue
-        if not hits:
-            n_fn += 1
-            dices.append(0.0)
-            distances.append(miss_distance)
-            continue
-        n_tp += 1
-        chosen = np.isin(pred_ids, list(hits))
-        dices.append(dice(chosen, lesion))
-        distances.append(hd95(chosen, lesion, sampling, empty_distance=miss_distance))
+        if int(lesion.sum()) > min_lesion_voxels:
+            scored.append((*_score_lesion(lesion, pred_ids, hits, sampling, miss_distance), bool(hits)))
     n_fp = len(set(np.unique(pred_ids[pred_ids > 0]).tolist()) - matched)
-    count = len(dices) + n_fp
+    return _lesion_summary(scored, n_fp, miss_distance)
+
+
+def _score_lesion(lesion: np.ndarray, pred_ids: np.ndarray, hits: set[int], sampling: Sequence[float],
+                  miss_distance: float) -> tuple[float, float]:
+    """Dice and HD95 of one ground-truth lesion against the union of its matching predicted lesions."""
+    if not hits:
+        return 0.0, miss_distance
+    chosen = np.isin(pred_ids, list(hits))
+    return dice(chosen, lesion), hd95(chosen, lesion, sampling, empty_distance=miss_distance)
+
+
+def _lesion_summary(scored: list[tuple[float, float, bool]], n_fp: int, miss_distance: float) -> LesionScores:
+    """Means over the scored lesions plus one Dice 0 / ``miss_distance`` entry per false positive."""
+    count = len(scored) + n_fp
     if count == 0:
         return LesionScores(1.0, 0.0, 0, 0, 0)
-    return LesionScores(sum(dices) / count, (sum(distances) + n_fp * miss_distance) / count, n_tp, n_fp, n_fn)
+    n_tp = sum(hit for _, _, hit in scored)
+    mean_dice = sum(d for d, _, _ in scored) / count
+    mean_hd95 = (sum(h for _, h, _ in scored) + n_fp * miss_distance) / count
+    return LesionScores(mean_dice, mean_hd95, n_tp, n_fp, len(scored) - n_tp)
 
 
 def _matching_predictions(lesion: np.ndarray, pred_ids: np.ndarray, dilation: int) -> set[int]:

@@ -96,9 +96,9 @@ def box_plots_png(cases: Sequence[CaseScores], metrics: Sequence[str] = BOX_METR
     Returns:
         PNG bytes.
     """
-    from glioseg.evaluation.figures import _new_figure, figure_png
+    from glioseg.evaluation.figures import figure_png, new_figure
 
-    fig = _new_figure(3.2 * len(metrics), 3.2)
+    fig = new_figure(3.2 * len(metrics), 3.2)
     fig.set_facecolor("white")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics, strict=True):
@@ -132,6 +132,13 @@ def _summary_table(result: EvaluationResult) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
+def _sortable_cell(key: str, value: object) -> str:
+    """One ``<td>`` whose ``data-value`` is what the table sorts on (empty for NaN)."""
+    sort_value = "" if isinstance(value, float) and math.isnan(value) else value
+    css = ' class="id"' if key in ("case_id", "status") else ""
+    return f'<td{css} data-value="{html.escape(str(sort_value))}">{_fmt(value)}</td>'
+
+
 def _cases_table(result: EvaluationResult) -> str:
     rows = [c.to_row() for c in result.cases]
     if not rows:
@@ -140,14 +147,9 @@ def _cases_table(result: EvaluationResult) -> str:
     head = "".join(f'<th class="{"id" if k in ("case_id", "status") else ""}">{html.escape(k)}</th>' for k in columns)
     body = []
     for row in rows:
-        cells = []
-        for key in columns:
-            value = row[key]
-            sort_value = "" if isinstance(value, float) and math.isnan(value) else value
-            css = ' class="id"' if key in ("case_id", "status") else ""
-            cells.append(f'<td{css} data-value="{html.escape(str(sort_value))}">{_fmt(value)}</td>')
+        cells = "".join(_sortable_cell(key, row[key]) for key in columns)
         failed = ' class="failed"' if row["status"] != "ok" else ""
-        body.append(f"<tr{failed}>{''.join(cells)}</tr>")
+        body.append(f"<tr{failed}>{cells}</tr>")
     return (f'<table id="cases" class="sortable"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
 
@@ -230,25 +232,28 @@ def case_thumbnails(result: EvaluationResult) -> list[tuple[str, bytes]]:
     Returns:
         ``(caption, PNG bytes)`` pairs.
     """
+    thumbnails = (_thumbnail(result, name, case) for name, case in pick_cases(result.cases))
+    return [t for t in thumbnails if t is not None]
+
+
+def _thumbnail(result: EvaluationResult, name: str, case: CaseScores) -> tuple[str, bytes] | None:
+    """``(caption, PNG bytes)`` of one case, or None when its files cannot be read."""
     from glioseg.evaluation.figures import figure_png, thumbnail_figure
 
-    out = []
-    for name, case in pick_cases(result.cases):
-        files = result.gt_files.get(case.case_id)
-        if files is None or "flair" not in files.images or files.label is None:
-            continue
-        try:
-            flair, geometry = _canonical_flair(result, case.case_id)
-            gt, _, scheme = read_label_file(files.label, case.case_id, result.label_scheme, files.scheme_hint)
-            pred, _, _ = read_label_file(result.pred_paths[case.case_id], case.case_id, result.pred_label_scheme,
-                                         scheme.name)
-        except (CaseError, KeyError):
-            continue
-        caption = f"{name}: {case.case_id} (mean Dice {case.mean_dice:.3f})"
-        fig = thumbnail_figure(flair, geometry.to_canonical(gt), geometry.to_canonical(pred),
-                               geometry.canonical_spacing, caption)
-        out.append((caption, figure_png(fig, dpi=80)))
-    return out
+    files = result.gt_files.get(case.case_id)
+    if files is None or "flair" not in files.images or files.label is None:
+        return None
+    try:
+        flair, geometry = _canonical_flair(result, case.case_id)
+        gt, _, scheme = read_label_file(files.label, case.case_id, result.label_scheme, files.scheme_hint)
+        pred, _, _ = read_label_file(result.pred_paths[case.case_id], case.case_id, result.pred_label_scheme,
+                                     scheme.name)
+    except (CaseError, KeyError):
+        return None
+    caption = f"{name}: {case.case_id} (mean Dice {case.mean_dice:.3f})"
+    fig = thumbnail_figure(flair, geometry.to_canonical(gt), geometry.to_canonical(pred),
+                           geometry.canonical_spacing, caption)
+    return caption, figure_png(fig, dpi=80)
 
 
 def write_report(result: EvaluationResult, out_dir: Path | str, thumbnails: bool = True) -> dict[str, Path]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -94,22 +94,35 @@ def compute_brats_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray,
                          f"shape {gt_labels.shape}")
     sampling = voxel_spacing(spacing, pred_labels.ndim)
     n_voxels = pred_labels.size
-    # Every region lies inside the labelled voxels: crop once (margin for erosion and dilation).
-    box = bounding_box((pred_labels > 0) | (gt_labels > 0), margin=LESION_DILATION + 1)
-    if box is not None:
-        pred_labels, gt_labels = pred_labels[box], gt_labels[box]
-    pred_labels, gt_labels = pred_labels.astype(np.uint8, copy=False), gt_labels.astype(np.uint8, copy=False)
+    pred_labels, gt_labels = _crop_to_labels(pred_labels, gt_labels)
     pooled = pooled_dice(pred_labels, gt_labels)
     lesion: dict[Region, LesionScores] | None = {} if lesion_wise else None
     regions = {}
     for region in REGIONS:
-        lut = np.zeros(256, dtype=bool)
-        lut[list(REGION_LABELS[region])] = True
-        pred, gt = lut[pred_labels], lut[gt_labels]
+        pred, gt = _region_mask(pred_labels, region), _region_mask(gt_labels, region)
         regions[region] = score_region(pred, gt, sampling, n_voxels)
         if lesion is not None:
             lesion[region] = lesion_wise_scores(pred, gt, sampling)
     return CaseScores(case_id, regions, pooled, lesion)
+
+
+def _crop_to_labels(pred_labels: np.ndarray, gt_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both label maps (as uint8) inside the box of their labelled voxels.
+
+    Every region lies inside it; the margin leaves room for the erosion of the surfaces and the
+    dilation of the lesion matching, so every score equals that of the full maps.
+    """
+    box = bounding_box((pred_labels > 0) | (gt_labels > 0), margin=LESION_DILATION + 1)
+    if box is not None:
+        pred_labels, gt_labels = pred_labels[box], gt_labels[box]
+    return pred_labels.astype(np.uint8, copy=False), gt_labels.astype(np.uint8, copy=False)
+
+
+def _region_mask(labels: np.ndarray, region: Region) -> np.ndarray:
+    """bool mask of a region in a uint8 canonical label map (same shape)."""
+    lut = np.zeros(256, dtype=bool)
+    lut[list(REGION_LABELS[region])] = True
+    return lut[labels]
 
 
 def failed_case(case_id: str, status: str, message: str, volume_true_ml: dict[Region, float] | None = None,
@@ -202,10 +215,3 @@ class BraTSMetric:
     def rows(self) -> list[dict[str, object]]:
         """One flat dict per case, for a CSV."""
         return [c.to_row() for c in self.cases]
-
-
-def scores_to_dict(scores: RegionScores | LesionScores) -> dict[str, float]:
-    """Plain dict of one region's scores (JSON-able)."""
-    return {k: float(v) for k, v in asdict(scores).items()}
-
-
