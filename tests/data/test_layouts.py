@@ -84,25 +84,22 @@ def test_nnunet_channel_names(make_synthetic_dataset, order):
     assert_reads_as_phantoms(cases)
 
 
-def test_nnunet_v1_dataset_json_with_msd_labels(make_synthetic_dataset, tmp_path):
+MSD_LABEL_NAMES = {
+    "v1": {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+           "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}},
+    "v2_regions": {"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"},
+                   "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}},
+}
+
+
+@pytest.mark.parametrize("meta", MSD_LABEL_NAMES.values(), ids=MSD_LABEL_NAMES.keys())
+def test_nnunet_dataset_json_labels_name_the_msd_scheme(make_synthetic_dataset, tmp_path, meta):
     root = tmp_path / "nn"
     shutil.copytree(make_synthetic_dataset("nnunet", shape=SHAPE, scheme="msd"), root)
-    meta = {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-            "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}}
     (root / "dataset.json").write_text(json.dumps(meta))
     cases = find_cases(root)
     assert cases[0].scheme_hint == "msd"  # values 0-3 alone would read as brats2023
     assert_reads_as_phantoms(cases)
-
-
-def test_nnunet_v2_region_labels(make_synthetic_dataset, tmp_path):
-    root = tmp_path / "nn"
-    shutil.copytree(make_synthetic_dataset("nnunet", shape=SHAPE, scheme="msd"), root)
-    meta = {"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"},
-            "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    assert find_cases(root)[0].scheme_hint == "msd"
-    assert_reads_as_phantoms(find_cases(root))
 
 
 def test_single_case_file_by_file(synthetic_dataset):
