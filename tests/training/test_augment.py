@@ -1,25 +1,22 @@
-"""Tests for glioseg.training.augment: alignment of image and label, determinism, intensity effects."""
+"""Augmentation (augment, spatial, intensity): image and label stay aligned, determinism, intensity effects."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from glioseg.training.augment import (
-    Compose,
+from glioseg.training.augment import Compose, default_augmentation
+from glioseg.training.intensity import (
     RandomBlur,
     RandomBrightness,
     RandomContrast,
-    RandomFlip,
     RandomGamma,
     RandomLowRes,
     RandomNoise,
-    RandomSpatial,
-    default_augmentation,
     gaussian_blur,
-    resample_with_grid,
-    seed_generator,
 )
+from glioseg.training.randomness import seed_generator
+from glioseg.training.spatial import RandomFlip, RandomSpatial, resample_with_grid
 
 THRESHOLD = 0.5
 

@@ -15,8 +15,9 @@ from glioseg.data.synthetic import make_synthetic_case, synthetic_geometry
 from glioseg.labels import ED, ET, NCR, get_scheme
 from glioseg.preprocessing.cache import load_preprocessed, save_preprocessed
 from glioseg.preprocessing.normalize import PreprocessError, preprocess_case
-from glioseg.training.augment import Compose, RandomSpatial, default_augmentation
+from glioseg.training.augment import Compose, default_augmentation
 from glioseg.training.dataset import PatchDataset, crop_with_padding, whole_volume_shape
+from glioseg.training.spatial import RandomSpatial
 
 
 def save_case(root: Path, case_id: str, shape=(36, 32, 30), seed=0, with_label=True) -> None:

@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 
 from glioseg.data.layouts import find_cases
 from glioseg.preprocessing.cache import preprocess_dataset
-from glioseg.training.trainer import DistInfo, StepSampler
+from glioseg.training.dataset import StepSampler
+from glioseg.training.distributed import DistInfo
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_trainer import tiny_config
@@ -21,7 +22,8 @@ from test_trainer import tiny_config
 def _worker(rank: int, world: int, pre: str, run: str, out: str, init: str) -> None:
     import torch.distributed as dist
 
-    from glioseg.training.trainer import fit, init_distributed
+    from glioseg.training.distributed import init_distributed
+    from glioseg.training.trainer import fit
 
     info = DistInfo(rank, world, 0, init)
     assert init_distributed(info, "cpu")

@@ -10,14 +10,14 @@ import typer
 from glioseg.cli.app import fail
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
-    from glioseg.training.trainer import DistInfo
+    from glioseg.training.distributed import DistInfo
 
 
 def _torchrun_membership() -> DistInfo:
     """Process-group membership from torchrun's RANK / WORLD_SIZE / LOCAL_RANK (single process without)."""
     import os
 
-    from glioseg.training.trainer import DistInfo
+    from glioseg.training.distributed import DistInfo
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -48,11 +48,13 @@ def train(
     """Train one stage of a 3D U-Net (resumable; runs under torchrun for DDP)."""
     import dataclasses
 
+    from glioseg.artifacts.weights import TrainError
     from glioseg.config import ConfigError, resolve_config
     from glioseg.preprocessing.normalize import PreprocessError
     from glioseg.preprocessing.splits import SplitError
     from glioseg.runtime import tune_allocator
-    from glioseg.training.trainer import TrainError, fit, fit_all_folds, init_distributed
+    from glioseg.training.distributed import init_distributed
+    from glioseg.training.trainer import fit, fit_all_folds
 
     if fold is not None and all_folds:
         fail("give either --fold K or --all-folds, not both")

@@ -11,13 +11,16 @@ tumour class chosen uniformly among the classes present in the case (NCR, ED, ET
 small enhancing regions are seen as often as large edema; otherwise the centre is uniform in the
 volume. Class voxel coordinates come from ``fg.npz`` written by :mod:`glioseg.preprocessing.normalize`
 (computed and cached here when missing), so sampling is O(1).
+
+:func:`make_dataset` builds the dataset of a stage and :func:`batches` its DataLoader over a range
+of iterations, sharded across DDP ranks by :class:`StepSampler`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import EllipsisType
 from typing import Any
@@ -26,13 +29,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from glioseg.artifacts.weights import TrainError
+from glioseg.config import StageConfig
 from glioseg.preprocessing.cache import foreground_locations, load_preprocessed, read_meta
 from glioseg.preprocessing.normalize import PreprocessedCase, PreprocessError
-from glioseg.training.augment import Compose, RandomSpatial, resample_with_grid, seed_generator
+from glioseg.training.augment import Compose, default_augmentation
+from glioseg.training.randomness import seed_generator
+from glioseg.training.spatial import RandomSpatial, resample_with_grid
 from glioseg.utils import atomic_write
 
 DEFAULT_PATCH = (128, 128, 128)
 WHOLE_MULTIPLE = 16
+SPACING_TOLERANCE = 0.05  # relative
 
 
 def whole_volume_shape(shapes: Sequence[Sequence[int]], multiple: int = WHOLE_MULTIPLE) -> tuple[int, int, int]:
@@ -207,3 +215,56 @@ def _patch_tuple(patch_size: Any) -> tuple[int, int, int]:
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"patch_size must be 3 positive ints, one int, None or 'whole'; got {patch_size!r}")
     return size
+
+
+def make_dataset(root: Path, case_ids: Sequence[str], stage: StageConfig, seed: int,
+                 world_size: int = 1) -> PatchDataset:
+    """The training patch dataset of a stage: ``iterations x batch x world`` samples per epoch.
+
+    Sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)``.
+    """
+    return PatchDataset(root, list(case_ids), None if stage.whole_volume else stage.patch_size,
+                        fg_fraction=stage.fg_fraction, augment=default_augmentation() if stage.augment else None,
+                        seed=seed, length=stage.iterations * stage.batch_size * world_size)
+
+
+class StepSampler(torch.utils.data.Sampler[int]):
+    """Sample indices of iterations ``[start, stop)`` of an epoch for one rank.
+
+    Iteration ``it`` of rank ``r`` takes samples ``(it * world + r) * batch + j``, so the ranks
+    share an epoch's samples without overlap and a resumed epoch continues where it stopped.
+    """
+
+    def __init__(self, start: int, stop: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.start, self.stop, self.batch_size = start, stop, batch_size
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start, self.stop):
+            base = (step * self.world_size + self.rank) * self.batch_size
+            yield from range(base, base + self.batch_size)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.batch_size
+
+
+def batches(dataset: PatchDataset, start: int, stop: int, batch_size: int, rank: int = 0, world_size: int = 1,
+            num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """DataLoader yielding one rank's batches of iterations ``[start, stop)`` of the current epoch."""
+    sampler = StepSampler(start, stop, batch_size, rank, world_size)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+
+
+def check_spacing(root: Path, case_ids: Sequence[str], stage: StageConfig) -> None:
+    """Raise TrainError when the preprocessed cases are not at the stage's spacing (checks the first case)."""
+    if stage.spacing_mm is None or not case_ids:
+        return
+    meta = read_meta(root, case_ids[0])
+    spacing = meta.get("effective_spacing") or meta.get("spacing")
+    if spacing is None:
+        return
+    if any(abs(float(s) - stage.spacing_mm) > SPACING_TOLERANCE * stage.spacing_mm for s in spacing):
+        raise TrainError(
+            f"stage {stage.name} trains at {stage.spacing_mm} mm but case {case_ids[0]} in {root} is at "
+            f"{[round(float(s), 3) for s in spacing]} mm; preprocess for this stage with "
+            f"`glioseg preprocess DATASET OUT --spacing {stage.spacing_mm:g}` and pass OUT")
