@@ -15,8 +15,9 @@ from glioseg.data.layouts import find_cases
 from glioseg.data.nifti import read_case
 from glioseg.data.synthetic import default_affine
 from glioseg.inference.batch import predict_dataset, select_shard
+from glioseg.inference.cascade import box_on_grid
 from glioseg.inference.postprocess import PostprocessConfig, save_postprocess
-from glioseg.inference.predictor import Predictor, Stage, box_on_grid, run_folders, tumour_box
+from glioseg.inference.predictor import Predictor, Stage, run_folders
 from glioseg.labels import ET, get_scheme
 from glioseg.preprocessing.normalize import preprocess_case
 from glioseg.training.trainer import build_stage_model, save_weights
@@ -144,19 +145,6 @@ def test_cascade_without_tumour_returns_the_low_resolution_result(synthetic_data
     predictor = Predictor(_stages(Constant(-5.0), _pointwise()), device="cpu", precision="fp32")
     pred = predictor.predict_case(case)
     assert pred.stages == ["low"] and pred.box is None and not pred.labels.any()
-
-
-def test_tumour_box_margin_and_clipping():
-    probs = np.zeros((3, 20, 20, 20), dtype=np.float32)
-    assert tumour_box(probs, "regions", 0.5, 4.0, (1.0, 1.0, 1.0)) is None
-    probs[0, 5:8, 10:11, 17:19] = 0.9
-    assert tumour_box(probs, "regions", 0.5, 4.0, (1.0, 2.0, 1.0)) == ((1, 12), (8, 13), (13, 20))
-
-
-def test_box_on_grid_maps_crop_and_resampling():
-    meta = {"bbox": [[10, 50], [0, 40], [5, 45]], "cropped_shape": [40, 40, 40], "shape": [20, 20, 20]}
-    assert box_on_grid(((20, 30), (0, 40), (5, 9)), meta) == ((5, 10), (0, 20), (0, 2))
-    assert box_on_grid(((20, 30), (0, 40), (5, 9)), meta, 4) == ((4, 12), (0, 20), (0, 4))
 
 
 def test_mc_dropout_uncertainty_from_run(run_dir, synthetic_dataset):

@@ -18,17 +18,14 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from glioseg.inference.sliding_window import (
-    ACTIVATIONS,
-    Flip,
-    single_threaded,
-    sliding_window_inference,
-)
+from glioseg.inference.sliding_window import single_threaded, sliding_window_inference
 from glioseg.runtime import autocast_context, check_precision
 
-ALL_FLIPS: tuple[Flip, ...] = tuple(
-    c for n in range(4) for c in itertools.combinations((0, 1, 2), n)
-)
+Flip = tuple[int, ...]
+"""Spatial axes (0..2) to mirror, sorted; ``()`` is the identity."""
+ALL_FLIPS: tuple[Flip, ...] = tuple(c for n in range(4) for c in itertools.combinations((0, 1, 2), n))
+"""The 8 mirror combinations of the three spatial axes, identity first, then single flips."""
+ACTIVATIONS = ("sigmoid", "softmax", "none")
 
 
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -61,6 +58,11 @@ def parse_flips(tta: str | int | Sequence[Sequence[int]] | None) -> tuple[Flip, 
         if not 0 <= tta <= len(ALL_FLIPS):
             raise ValueError(f"TTA count {tta} outside 0..8 (there are 8 mirror combinations)")
         return ALL_FLIPS[: max(tta, 1)]
+    return _explicit_flips(tta)
+
+
+def _explicit_flips(tta: Sequence[Sequence[int]]) -> tuple[Flip, ...]:
+    """Distinct sorted flips from a list of axis tuples (see :func:`parse_flips`)."""
     flips: list[Flip] = []
     for axes in tta:
         flip = tuple(sorted({int(a) for a in axes}))
@@ -131,14 +133,7 @@ class TilePredictor:
                  flips: Sequence[Flip] = ((),), device: torch.device | str = "cpu",
                  precision: str = "bf16", mc_samples: int = 0, channels_last: bool = False,
                  single_threaded_tiles: bool = False) -> None:
-        if not models:
-            raise ValueError("TilePredictor needs at least one model")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}")
-        if mc_samples < 0:
-            raise ValueError(f"mc_samples must be >= 0; got {mc_samples}")
-        if mc_samples and not any(count_dropout(m) for m in models):
-            raise ValueError("MC dropout asked for, but the model has no dropout layer with p > 0")
+        _check_tile_options(models, activation, mc_samples)
         self.models = list(models)
         self.activation = activation
         self.flips = tuple(flips)
@@ -188,6 +183,17 @@ class TilePredictor:
             if square is None:
                 return total
             return torch.cat([total, square.div_(self.passes)], dim=1)
+
+
+def _check_tile_options(models: Sequence[nn.Module], activation: str, mc_samples: int) -> None:
+    if not models:
+        raise ValueError("TilePredictor needs at least one model")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}")
+    if mc_samples < 0:
+        raise ValueError(f"mc_samples must be >= 0; got {mc_samples}")
+    if mc_samples and not any(count_dropout(m) for m in models):
+        raise ValueError("MC dropout asked for, but the model has no dropout layer with p > 0")
 
 
 def split_moments(stitched: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,8 +11,9 @@ stage) and turns a :class:`glioseg.data.nifti.Case` into canonical labels on the
 
 **Cascade** (runs with stages ``low`` and ``high``): the low-resolution stage predicts the
 whole brain; the high-resolution stage runs only on the bounding box of the predicted whole
-tumour plus a margin, and the low-resolution probabilities (trilinearly upsampled) are kept
-outside that box. Without a tumour in the low-resolution result, that result is the output.
+tumour plus a margin (:mod:`glioseg.inference.cascade`), and the low-resolution probabilities
+(trilinearly upsampled) are kept outside that box. Without a tumour in the low-resolution
+result, that result is the output.
 
 Many cases at once (shards, manifest): :mod:`glioseg.inference.batch`; validation probabilities for
 tuning the post-processing: :mod:`glioseg.inference.tuning`.
@@ -20,7 +21,6 @@ tuning the post-processing: :mod:`glioseg.inference.tuning`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ from torch import nn
 
 from glioseg.artifacts.rundir import load_run
 from glioseg.data.nifti import Case
+from glioseg.inference.cascade import box_on_grid, tumour_box
 from glioseg.inference.ensemble import TilePredictor, parse_flips, predict_volume
 from glioseg.inference.postprocess import (
     POSTPROCESS_FILE,
@@ -42,12 +43,11 @@ from glioseg.inference.postprocess import (
 )
 from glioseg.labels import check_target
 from glioseg.preprocessing.normalize import preprocess_case
-from glioseg.preprocessing.restore import restore_probabilities, restore_to_case_grid
+from glioseg.preprocessing.restore import Box, paste_box, restore_probabilities
 from glioseg.runtime import select_device
 
 LOW, HIGH = "low", "high"
 DEFAULT_MARGIN_MM = 16.0
-Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 
 @dataclass
@@ -132,7 +132,6 @@ class Predictor:
         mc_samples: Monte-Carlo dropout samples (0: off).
         postprocess: thresholds and small-ET rule.
         channels_last: run the networks in channels-last-3d memory format.
-        label_scheme: label scheme of the training data (informational).
         single_threaded_tiles: run the memory-bound per-tile work on one CPU thread (see
             :class:`glioseg.inference.ensemble.TilePredictor`); off by default, so that torch's
             process-wide thread count is never changed.
@@ -145,14 +144,8 @@ class Predictor:
                  precision: str = "bf16", tta: Any = "none", cascade: bool = True,
                  margin_mm: float = DEFAULT_MARGIN_MM, overlap: float = 0.5, tile_batch: int = 1,
                  mc_samples: int = 0, postprocess: PostprocessConfig | None = None,
-                 channels_last: bool = False, label_scheme: str | None = None,
-                 single_threaded_tiles: bool = False) -> None:
-        if not stages:
-            raise ValueError("the model has no stage to predict with")
-        if len({s.target for s in stages.values()}) != 1:
-            raise ValueError(f"stages disagree on the target: { {n: s.target for n, s in stages.items()} }")
-        if margin_mm < 0:
-            raise ValueError(f"cascade margin must be >= 0 mm; got {margin_mm}")
+                 channels_last: bool = False, single_threaded_tiles: bool = False) -> None:
+        _check_stages(stages, margin_mm)
         self.device = device if isinstance(device, torch.device) else select_device(str(device))
         self.stages = stages
         self.target = next(iter(stages.values())).target
@@ -161,17 +154,8 @@ class Predictor:
         self.margin_mm = float(margin_mm)
         self.overlap, self.tile_batch = overlap, tile_batch
         self.postprocess = postprocess or PostprocessConfig()
-        self.label_scheme = label_scheme
-        for stage in stages.values():
-            for model in stage.models:
-                model.eval().to(self.device)
-                if channels_last:
-                    model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
-        self.tile_predictors = {
-            name: TilePredictor(s.models, "sigmoid" if s.target == "regions" else "softmax", self.flips,
-                                self.device, precision, mc_samples, channels_last, single_threaded_tiles)
-            for name, s in stages.items()}
-        self.mc_samples = mc_samples
+        options = (self.device, precision, mc_samples, channels_last, single_threaded_tiles)
+        self.tile_predictors = {name: _tile_predictor(s, self.flips, *options) for name, s in stages.items()}
 
     @classmethod
     def from_run(cls, run: Path | str | Any | Sequence[Path | str | Any], folds: Sequence[int] | None = None,
@@ -194,22 +178,10 @@ class Predictor:
             glioseg.training.checkpoint.TrainError: missing files or weights that do not fit the config.
             ValueError: the runs of an ensemble disagree.
         """
-        runs = list(run) if isinstance(run, list | tuple) else [run]
-        bundles: list[Any] = []
-        tuned: Path | None = None
-        for item in runs:
-            if isinstance(item, str | Path):
-                folders = run_folders(Path(item), folds)
-                # settings tuned on all folds sit at the top; a single run holds its own
-                tuned = tuned or (Path(item) if (Path(item) / POSTPROCESS_FILE).is_file() else folders[0])
-                bundles.extend(load_run(folder) for folder in folders)
-            else:
-                bundles.append(item)
-        stages = stages_from_bundles(bundles)
+        bundles, tuned = _load_runs(list(run) if isinstance(run, list | tuple) else [run], folds)
         if "postprocess" not in kwargs and tuned is not None:
             kwargs["postprocess"] = load_postprocess(tuned)
-        kwargs.setdefault("label_scheme", getattr(bundles[0], "label_scheme", None))
-        return cls(stages, **kwargs)
+        return cls(stages_from_bundles(bundles), **kwargs)
 
     # ------------------------------------------------------------------ public API
 
@@ -287,23 +259,49 @@ class Predictor:
 
     def _predict_cascade(self, case: Case,
                          timer: _Timer) -> tuple[np.ndarray, np.ndarray | None, list[str], Box | None]:
+        """Low stage on the whole brain, then the high stage on its tumour box (if any)."""
         probs, unc = self._predict_stage(case, self.stages[LOW], timer, LOW)
         box = tumour_box(probs, self.target, self.postprocess.thresholds[0],
                          self.margin_mm, case.geometry.canonical_spacing)
         if box is None:
             return probs, unc, [LOW], None
+        probs, unc = self._refine_box(case, box, probs, unc, timer)
+        return probs, unc, [LOW, HIGH], box
+
+    def _refine_box(self, case: Case, box: Box, probs: np.ndarray, unc: np.ndarray | None,
+                    timer: _Timer) -> tuple[np.ndarray, np.ndarray | None]:
+        """Replace the case-grid probabilities (and uncertainty) inside ``box`` by the high stage's."""
         high = self.stages[HIGH]
         t = time.perf_counter()
         pc = preprocess_case(case, high.spacing_mm)
         t = timer.add("preprocess", t)
         sub = box_on_grid(box, pc.meta, high.divisor)
-        sl = tuple(slice(a, b) for a, b in sub)
-        probs_box, unc_box = self._infer(high, pc.image[(slice(None), *sl)])
+        probs_box, unc_box = self._infer(high, pc.image[(slice(None), *(slice(a, b) for a, b in sub))])
         t = timer.add(HIGH, t)
         merged = paste_box(_with_extra(probs, unc), _with_extra(probs_box, unc_box), sub, pc.meta)
         timer.add("restore", t)
-        probs, unc = _split_extra(merged, unc is not None)
-        return probs, unc, [LOW, HIGH], box
+        return _split_extra(merged, unc is not None)
+
+
+def _check_stages(stages: dict[str, Stage], margin_mm: float) -> None:
+    if not stages:
+        raise ValueError("the model has no stage to predict with")
+    if len({s.target for s in stages.values()}) != 1:
+        raise ValueError(f"stages disagree on the target: { {n: s.target for n, s in stages.items()} }")
+    if margin_mm < 0:
+        raise ValueError(f"cascade margin must be >= 0 mm; got {margin_mm}")
+
+
+def _tile_predictor(stage: Stage, flips: Sequence[tuple[int, ...]], device: torch.device, precision: str,
+                    mc_samples: int, channels_last: bool, single_threaded_tiles: bool) -> TilePredictor:
+    """The stage's networks as a tile function; moves them to ``device`` in eval mode (in place)."""
+    for model in stage.models:
+        model.eval().to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    activation = "sigmoid" if stage.target == "regions" else "softmax"
+    return TilePredictor(stage.models, activation, flips, device, precision, mc_samples, channels_last,
+                         single_threaded_tiles)
 
 
 def _with_extra(probs: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
@@ -313,98 +311,6 @@ def _with_extra(probs: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
 
 def _split_extra(array: np.ndarray, has_extra: bool) -> tuple[np.ndarray, np.ndarray | None]:
     return (array[:-1], array[-1]) if has_extra else (array, None)
-
-
-def tumour_box(probs: np.ndarray, target: str, threshold: float, margin_mm: float,
-               spacing: Sequence[float]) -> Box | None:
-    """Bounding box of the predicted whole tumour, grown by a margin, clipped to the grid.
-
-    Args:
-        probs: float32 ``(K, X, Y, Z)`` on the case grid.
-        target: ``"regions"`` (WT = channel 0 >= threshold) or ``"labels"`` (argmax > 0).
-        threshold: WT probability threshold (regions only).
-        margin_mm: margin added on each side, in mm.
-        spacing: voxel size of the grid in mm ``(sx, sy, sz)``.
-
-    Returns:
-        Half-open ``((x0, x1), (y0, y1), (z0, z1))``, or None without tumour.
-    """
-    tumour = probs[0] >= threshold if target == "regions" else np.argmax(probs, axis=0) > 0
-    if not tumour.any():
-        return None
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(tumour.any(axis=other))
-        grow = math.ceil(margin_mm / spacing[axis])
-        box.append((max(int(hit[0]) - grow, 0), min(int(hit[-1]) + 1 + grow, tumour.shape[axis])))
-    return tuple(box)  # type: ignore[return-value]
-
-
-def box_on_grid(box: Box, meta: dict[str, Any], divisor: int = 1) -> Box:
-    """Map a box on the case's canonical grid onto a preprocessed grid (crop + resampling).
-
-    The box is enlarged (when the grid allows) to a multiple of ``divisor`` so that the network
-    sees image context rather than zero padding.
-
-    Args:
-        box: half-open box on the canonical grid.
-        meta: preprocessing meta of the target grid (``bbox``, ``cropped_shape``, ``shape``).
-        divisor: network size divisor.
-
-    Returns:
-        Half-open box on the preprocessed grid, non-empty and inside it.
-    """
-    out = []
-    for axis, (a, b) in enumerate(box):
-        b0 = meta["bbox"][axis][0]
-        n, m = int(meta["shape"][axis]), int(meta["cropped_shape"][axis])
-        scale = m / n  # canonical voxels per preprocessed voxel
-        lo = max(math.floor((a - b0) / scale), 0)
-        hi = min(math.ceil((b - b0) / scale), n)
-        lo, hi = (min(lo, n - 1), max(hi, min(lo, n - 1) + 1))
-        out.append(_grow_to_multiple(lo, hi, n, divisor))
-    return tuple(out)  # type: ignore[return-value]
-
-
-def _grow_to_multiple(lo: int, hi: int, n: int, divisor: int) -> tuple[int, int]:
-    """Grow [lo, hi) symmetrically to a multiple of divisor, staying inside [0, n)."""
-    want = min(math.ceil((hi - lo) / divisor) * divisor, n)
-    extra = want - (hi - lo)
-    lo = max(lo - extra // 2, 0)
-    hi = min(lo + want, n)
-    return max(hi - want, 0), hi
-
-
-def paste_box(case_probs: np.ndarray, box_probs: np.ndarray, sub: Box, meta: dict[str, Any]) -> np.ndarray:
-    """Replace the case-grid probabilities inside a preprocessed-grid box by ``box_probs``.
-
-    Without resampling the box maps voxel to voxel; with resampling, the box's values and its
-    coverage are restored to the case grid together and blended linearly at its border.
-
-    Args:
-        case_probs: float32 ``(K, X, Y, Z)`` on the canonical grid (modified in place).
-        box_probs: float32 ``(K, bx, by, bz)`` on the preprocessed grid, inside ``sub``.
-        sub: the box on the preprocessed grid.
-        meta: preprocessing meta of that grid.
-
-    Returns:
-        ``case_probs``, updated.
-    """
-    shape = tuple(meta["shape"])
-    if shape == tuple(meta["cropped_shape"]):
-        sl = tuple(slice(b0 + a, b0 + b) for (a, b), (b0, _) in zip(sub, meta["bbox"], strict=True))
-        case_probs[(slice(None), *sl)] = box_probs
-        return case_probs
-    grid = np.zeros((box_probs.shape[0] + 1, *shape), dtype=np.float32)
-    sl = tuple(slice(a, b) for a, b in sub)
-    grid[(slice(None, -1), *sl)] = box_probs
-    grid[(slice(-1, None), *sl)] = 1.0
-    restored = restore_to_case_grid(grid, meta, order=1)
-    weight = restored[-1]
-    case_probs *= 1.0 - weight
-    case_probs += restored[:-1]
-    return case_probs
 
 
 def run_folders(run_dir: Path, folds: Sequence[int] | None = None) -> list[Path]:
@@ -424,8 +330,7 @@ def run_folders(run_dir: Path, folds: Sequence[int] | None = None) -> list[Path]
         if folds:
             raise FileNotFoundError(f"{run_dir}: a single run (no fold_<k>/ sub-runs); drop --folds")
         return [run_dir]
-    found = {int(p.name.split("_", 1)[1]): p for p in run_dir.glob("fold_*")
-             if p.name.split("_", 1)[1].isdigit() and (p / "run.json").is_file()}
+    found = _fold_runs(run_dir)
     if not found:
         raise FileNotFoundError(f"{run_dir}: no run.json and no fold_<k>/run.json; give a run directory "
                                 "made by `glioseg train` or a model bundle")
@@ -434,6 +339,27 @@ def run_folders(run_dir: Path, folds: Sequence[int] | None = None) -> list[Path]
     if missing:
         raise FileNotFoundError(f"{run_dir}: folds {missing} not found (available: {sorted(found)})")
     return [found[f] for f in wanted]
+
+
+def _fold_runs(run_dir: Path) -> dict[int, Path]:
+    """Fold number -> ``run_dir/fold_<k>`` for every such folder holding ``run.json``."""
+    return {int(p.name.split("_", 1)[1]): p for p in run_dir.glob("fold_*")
+            if p.name.split("_", 1)[1].isdigit() and (p / "run.json").is_file()}
+
+
+def _load_runs(runs: Sequence[Path | str | Any], folds: Sequence[int] | None) -> tuple[list[Any], Path | None]:
+    """Load the runs (folders or loaded bundles); also the folder of the tuned post-processing, if any."""
+    bundles: list[Any] = []
+    tuned: Path | None = None
+    for item in runs:
+        if not isinstance(item, str | Path):
+            bundles.append(item)
+            continue
+        folders = run_folders(Path(item), folds)
+        # settings tuned on all folds sit at the top; a single run holds its own
+        tuned = tuned or (Path(item) if (Path(item) / POSTPROCESS_FILE).is_file() else folders[0])
+        bundles.extend(load_run(folder) for folder in folders)
+    return bundles, tuned
 
 
 def stages_from_bundles(bundles: Sequence[Any]) -> dict[str, Stage]:

@@ -15,9 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
-Flip = tuple[int, ...]
-"""The 8 mirror combinations of the three spatial axes, identity first, then single flips."""
-ACTIVATIONS = ("sigmoid", "softmax", "none")
+"""A tile function: ``(B, C, *window)`` -> ``(B, K, *window)``."""
 
 
 def gaussian_importance(window: Sequence[int], sigma_scale: float = 1.0 / 8,

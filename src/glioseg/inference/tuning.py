@@ -63,22 +63,30 @@ def validation_probabilities(run_dir: Path | str, preprocessed: Path | str, spli
     """
     pairs = []
     for folder in run_folders(Path(run_dir)):
-        bundle = load_run(folder)
-        predictor = Predictor.from_run(bundle, **{"device": "cpu", **(predictor_options or {}), "cascade": False})
-        stage = predictor.full_stage
-        cache = folder / VALIDATION_DIR / _cache_key(folder / stage.name / "model.safetensors", predictor_options)
-        for case_id in validation_cases(bundle, splits_path):
-            pc = load_preprocessed(preprocessed, case_id)
-            _check_tuning_case(pc, stage, preprocessed)
-            path = cache / f"{case_id}.npy"
-            if not path.is_file():
-                probs = predictor.predict_preprocessed(np.asarray(pc.image), stage.name).astype(np.float16)
-                _save_npy(path, probs)
-            pairs.append((np.load(path, mmap_mode="r"), np.asarray(pc.label)))
-            if on_case is not None:
-                on_case(case_id)
+        pairs += _fold_pairs(folder, preprocessed, splits_path, predictor_options, on_case)
     if not pairs:
         raise ValueError(f"{run_dir}: no validation cases to tune on")
+    return pairs
+
+
+def _fold_pairs(folder: Path, preprocessed: Path | str, splits_path: Path | str | None,
+                predictor_options: dict[str, Any] | None,
+                on_case: Callable[[str], object] | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(probabilities, truth)`` of one fold run's validation cases, predicted once and cached."""
+    bundle = load_run(folder)
+    predictor = Predictor.from_run(bundle, **{"device": "cpu", **(predictor_options or {}), "cascade": False})
+    stage = predictor.full_stage
+    cache = folder / VALIDATION_DIR / _cache_key(folder / stage.name / "model.safetensors", predictor_options)
+    pairs = []
+    for case_id in validation_cases(bundle, splits_path):
+        pc = load_preprocessed(preprocessed, case_id)
+        _check_tuning_case(pc, stage, preprocessed)
+        path = cache / f"{case_id}.npy"
+        if not path.is_file():
+            _save_npy(path, predictor.predict_preprocessed(np.asarray(pc.image), stage.name).astype(np.float16))
+        pairs.append((np.load(path, mmap_mode="r"), np.asarray(pc.label)))
+        if on_case is not None:
+            on_case(case_id)
     return pairs
 
 

@@ -1,7 +1,9 @@
 """Every inverse of preprocessing: arrays on the preprocessed grid back to the case's grid.
 
 :func:`restore_to_case_grid` undoes the resampling (linear or nearest) and the brain crop (exact);
-:func:`restore_probabilities` does the same for a stack of channels ``(K, x, y, z)``.
+:func:`restore_probabilities` does the same for a stack of channels ``(K, x, y, z)``;
+:func:`paste_box` brings values computed on a box of the preprocessed grid back into case-grid
+values (the cascade's high-resolution box).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from typing import Any
 import numpy as np
 
 from glioseg.preprocessing.normalize import resample_image, resample_labels
+
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+"""A half-open box on a grid: ``((x0, x1), (y0, y1), (z0, z1))``."""
 
 
 def restore_to_case_grid(array: np.ndarray, meta: dict[str, Any], order: int = 1,
@@ -62,8 +67,34 @@ def restore_probabilities(probs: np.ndarray, meta: dict[str, Any]) -> np.ndarray
     Returns:
         float32 ``(K, X, Y, Z)`` on ``meta["canonical_shape"]``.
     """
-    from glioseg.preprocessing.restore import restore_to_case_grid
-
     return restore_to_case_grid(np.asarray(probs, dtype=np.float32), meta, order=1, fill=0.0)
 
 
+def paste_box(case_probs: np.ndarray, box_probs: np.ndarray, sub: Box, meta: dict[str, Any]) -> np.ndarray:
+    """Replace the case-grid probabilities inside a preprocessed-grid box by ``box_probs``.
+
+    Without resampling the box maps voxel to voxel; with resampling, the box's values and its
+    coverage are restored to the case grid together and blended linearly at its border.
+
+    Args:
+        case_probs: float32 ``(K, X, Y, Z)`` on the canonical grid (modified in place).
+        box_probs: float32 ``(K, bx, by, bz)`` on the preprocessed grid, inside ``sub``.
+        sub: the box on the preprocessed grid.
+        meta: preprocessing meta of that grid.
+
+    Returns:
+        ``case_probs``, updated.
+    """
+    shape = tuple(meta["shape"])
+    if shape == tuple(meta["cropped_shape"]):
+        sl = tuple(slice(b0 + a, b0 + b) for (a, b), (b0, _) in zip(sub, meta["bbox"], strict=True))
+        case_probs[(slice(None), *sl)] = box_probs
+        return case_probs
+    grid = np.zeros((box_probs.shape[0] + 1, *shape), dtype=np.float32)
+    sl = tuple(slice(a, b) for a, b in sub)
+    grid[(slice(None, -1), *sl)] = box_probs
+    grid[(slice(-1, None), *sl)] = 1.0  # the box's coverage, restored alongside as the blending weight
+    restored = restore_to_case_grid(grid, meta, order=1)
+    case_probs *= 1.0 - restored[-1]
+    case_probs += restored[:-1]
+    return case_probs
