@@ -42,6 +42,14 @@ def test_bounding_box_margin_clipped_at_both_borders():
     assert bounding_box(mask, margin=50) == (slice(0, 10),) * 3  # never beyond the array
 
 
+def test_bounding_box_margin_per_axis():
+    mask = mask_with((10, 10, 10), (4, 4, 4))
+    assert bounding_box(mask, margin=(0, 2, 9)) == (slice(4, 5), slice(2, 7), slice(0, 10))
+    assert bounding_box(mask, margin=np.array([1, 1, 1])) == bounding_box(mask, margin=1)
+    with pytest.raises(ValueError, match="one per axis"):
+        bounding_box(mask, margin=(1, 2))
+
+
 def test_bounding_box_of_a_non_bool_mask():
     labels = np.zeros((5, 5, 5), np.uint8)
     labels[1, 2, 3] = 4

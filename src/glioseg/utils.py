@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
     """Slices of the smallest box holding every non-zero voxel, grown by ``margin`` and clipped.
 
     The one bounding-box implementation: the brain crop, the metrics' crops, the lesion matching
@@ -48,17 +48,24 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
 
     Args:
         mask: bool-like array of any dimensionality, e.g. ``(X, Y, Z)`` or ``(H, W)``.
-        margin: voxels added on each side; the box is clipped to the array's shape.
+        margin: voxels added on each side, one number for every axis or one per axis; the box
+            is clipped to the array's shape.
 
     Returns:
         One half-open slice per axis (``mask[box]`` is the crop), or None for an empty mask.
+
+    Raises:
+        ValueError: ``margin`` has not one value per axis.
     """
+    margins = [int(margin)] * mask.ndim if isinstance(margin, int | np.integer) else [int(m) for m in margin]
+    if len(margins) != mask.ndim:
+        raise ValueError(f"margin {margin} must be one number or {mask.ndim} (one per axis)")
     slices = []
-    for axis in range(mask.ndim):
+    for axis, grow in enumerate(margins):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         if hit.size == 0:
             return None
-        slices.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
+        slices.append(slice(max(int(hit[0]) - grow, 0), min(int(hit[-1]) + 1 + grow, mask.shape[axis])))
     return tuple(slices)
 
 
