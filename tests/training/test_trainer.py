@@ -122,7 +122,7 @@ def test_resume_with_other_network_is_refused(preprocessed, tmp_path):
 
 def test_trained_stage_settings_are_protected(preprocessed, tmp_path):
     fit(tiny_config(epochs=1, iterations=1), preprocessed, tmp_path / "run", show_progress=False)
-    with pytest.raises(ConfigError, match="stage main was trained with other settings"):
+    with pytest.raises(ConfigError, match=r"trained with other settings: stages\[0\]\.model\.base_filters: 4 -> 2"):
         fit(tiny_config(epochs=1, iterations=1, model=ModelConfig(base_filters=2, depth=3)), preprocessed,
             tmp_path / "run", show_progress=False, resume=False)
 
@@ -174,10 +174,10 @@ def test_cli_train_end_to_end(preprocessed, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 epochs" in result.output and "best epoch 0" in result.output
     assert load_run(run).config.stage("main").iterations == 2
-    # resuming with more epochs continues from the saved config
-    result = CliRunner().invoke(app, ["train", str(preprocessed), str(run), "--epochs", "2", "--no-progress"])
+    # re-running resumes from the saved config (here: already finished)
+    result = CliRunner().invoke(app, ["train", str(preprocessed), str(run), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert json.loads((run / "run.json").read_text())["stages"]["main"]["epochs_done"] == 2
+    assert json.loads((run / "run.json").read_text())["stages"]["main"]["epochs_done"] == 1
     bad = CliRunner().invoke(app, ["train", str(preprocessed), str(run), "--preset", "cpu"])
     assert bad.exit_code == 1 and "made with preset 'isensee2017'" in bad.output
     bad = CliRunner().invoke(app, ["train", str(preprocessed), str(tmp_path / "r2"), "--stage", "nope"])
@@ -226,3 +226,89 @@ def test_without_validation_cases_the_model_is_the_latest_epoch(preprocessed, tm
     best, last = weights(tmp_path / "run/main/model.safetensors"), weights(tmp_path / "run/main/last.safetensors")
     for key in last:
         torch.testing.assert_close(best[key], last[key], rtol=0, atol=0)
+
+
+def test_resume_with_other_settings_is_refused_and_nothing_written(preprocessed, tmp_path):
+    run = tmp_path / "run"
+    fit(tiny_config(epochs=2), preprocessed, run, show_progress=False, max_steps=1)
+    saved, info = (run / "config.yaml").read_bytes(), (run / "run.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"config\.yaml: this run was trained with other settings: "
+                                          r"seed: 3 -> 4; stages\[0\]\.epochs: 2 -> 4; "):
+        fit(replace(tiny_config(epochs=4), seed=4), preprocessed, run, show_progress=False)
+    assert (run / "config.yaml").read_bytes() == saved and (run / "run.json").read_bytes() == info
+
+
+def test_free_fields_may_change_on_resume_and_are_recorded(preprocessed, tmp_path):
+    run = tmp_path / "run"
+    fit(tiny_config(epochs=1), preprocessed, run, show_progress=False, max_steps=1)
+    seen = []
+    result = fit(replace(tiny_config(epochs=1), threads=2, checkpoint_minutes=1.0), preprocessed, run,
+                 show_progress=False, on_changes=lambda where, changes: seen.append((where, changes)))
+    assert result.finished and result.progress.global_step == 3
+    assert [(w, [str(c) for c in cs]) for w, cs in seen] == [(run, ["checkpoint_minutes: 5.0 -> 1.0",
+                                                                    "threads: 1 -> 2"])]
+    record = json.loads((run / "run.json").read_text())["config_changes"]
+    assert [(r["stage"], r["resume"], r["changes"]) for r in record] == [
+        ("main", True, ["checkpoint_minutes: 5.0 -> 1.0", "threads: 1 -> 2"])]
+    assert load_run(run).config.threads == 2
+
+
+def test_unstarted_stage_of_a_run_may_be_set_up_later(preprocessed, tmp_path):
+    run = tmp_path / "run"
+    two = replace(tiny_config(epochs=1), stages=(tiny_config().stage(), replace(tiny_config().stage(), name="b")))
+    fit(two, preprocessed, run, "main", show_progress=False, max_steps=1)
+    fit(two.with_stage("b", epochs=3), preprocessed, run, "b", show_progress=False, max_steps=0)
+    assert json.loads((run / "run.json").read_text())["config_changes"][0]["changes"] == ["stages[1].epochs: 2 -> 3"]
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.iterations: 3 -> 5"):
+        fit(two.with_stage("b", epochs=3).with_stage("main", iterations=5), preprocessed, run, "b",
+            show_progress=False, max_steps=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_fails_before_anything_is_written(preprocessed, tmp_path):
+    from glioseg.cli import app
+
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        fit(replace(tiny_config(), device="cuda"), preprocessed, tmp_path / "new", show_progress=False)
+    assert not (tmp_path / "new").exists()
+    run = tmp_path / "run"
+    fit(tiny_config(epochs=1, iterations=1), preprocessed, run, show_progress=False)
+    saved, info = (run / "config.yaml").read_bytes(), (run / "run.json").read_bytes()
+    for target in (tmp_path / "new", run):
+        result = CliRunner().invoke(app, ["train", str(preprocessed), str(target), "--device", "cuda", "--no-progress"])
+        assert result.exit_code == 1
+        assert result.output.strip().splitlines() == [
+            "error: device 'cuda' requested but CUDA is not available; use --device cpu"]
+    assert not (tmp_path / "new").exists()
+    assert (run / "config.yaml").read_bytes() == saved and (run / "run.json").read_bytes() == info
+    # the run is untouched: a CPU run resumes it
+    result = CliRunner().invoke(app, ["train", str(preprocessed), str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_resume_refuses_changed_options_and_notes_allowed_ones(preprocessed, tmp_path):
+    from glioseg.cli import app
+
+    run = tmp_path / "run"
+    yaml_file = tmp_path / "small.yaml"
+    yaml_file.write_text("stages:\n  - name: main\n    patch_size: [32, 32, 32]\n"
+                         "    model: {base_filters: 4, depth: 3}\n")
+    base = ["train", str(preprocessed), str(run), "--no-progress"]
+    result = CliRunner().invoke(app, [*base, "--config", str(yaml_file), "--epochs", "1", "--iterations", "1",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    saved = (run / "config.yaml").read_bytes()
+    other = tmp_path / "lr.yaml"
+    other.write_text("stages:\n  - name: main\n    optim: {lr: 1e-3}\n")
+    for extra, field in ((["--epochs", "2"], "stages[0].epochs: 1 -> 2"),
+                         (["--config", str(other)], "stages[0].optim.lr: 0.0005 -> 0.001"),
+                         (["--seed", "9"], "seed: 0 -> 9")):
+        bad = CliRunner().invoke(app, [*base, *extra])
+        assert bad.exit_code == 1, bad.output
+        lines = bad.output.strip().splitlines()
+        assert len(lines) == 1 and field in lines[0] and "config.yaml" in lines[0], bad.output
+    assert (run / "config.yaml").read_bytes() == saved
+    ok = CliRunner().invoke(app, [*base, "--device", "auto"])
+    assert ok.exit_code == 0, ok.output
+    assert "changed the run's settings (recorded in run.json): device: 'cpu' -> 'auto'" in ok.output
+    assert json.loads((run / "run.json").read_text())["config_changes"][0]["changes"] == ["device: 'cpu' -> 'auto'"]

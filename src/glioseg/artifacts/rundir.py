@@ -18,14 +18,16 @@ import fcntl
 import json
 import platform
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from glioseg.artifacts.weights import INFERENCE_KEYS, TrainError, load_weights
-from glioseg.config import ConfigError, StageConfig, TrainConfig, load_config, save_config, to_dict
+from glioseg.artifacts.resume import ConfigChange, check_resume
+from glioseg.artifacts.weights import TrainError, load_weights
+from glioseg.config import StageConfig, TrainConfig, load_config, save_config, to_dict
 from glioseg.labels import output_channels
 from glioseg.networks import build_model
 from glioseg.runtime import select_device
@@ -109,38 +111,58 @@ def record_stage(run_dir: Path, stage: StageConfig, history: list[dict[str, floa
     _update_run_json(run_dir, update)
 
 
-def prepare_run(config: TrainConfig, preprocessed: Path | str, run_dir: Path | str,
-                split: dict[str, Any]) -> None:
-    """Write ``config.yaml`` and the run-wide part of ``run.json`` (main process only).
+def prepare_run(config: TrainConfig, preprocessed: Path | str, run_dir: Path | str, split: dict[str, Any],
+                stage: str | None = None, resume: bool = True) -> list[ConfigChange]:
+    """Check the config against the run's, then write ``splits.json`` (when new), ``config.yaml`` and
+    the run-wide part of ``run.json`` (main process only).
+
+    Args:
+        config: the resolved config.
+        preprocessed: the preprocessed dataset (its ``dataset.json`` gives label scheme and normalisation).
+        run_dir: the run directory (created).
+        split: :func:`resolve_split`'s result.
+        stage: the stage about to be trained (the first when None).
+        resume: False when that stage starts over (see :mod:`glioseg.artifacts.resume`).
+
+    Returns:
+        The changes to the run's saved settings that were allowed; they are appended to
+        ``run.json`` under ``config_changes``.
 
     Raises:
-        ConfigError: ``run_dir`` holds a trained stage whose inference settings differ.
+        ConfigError: changes that would alter trained work (nothing is written).
     """
-    run_dir, root = Path(run_dir), Path(preprocessed)
-    config_path = run_dir / "config.yaml"
-    if config_path.is_file():
-        old = load_config(config_path)
-        for s in old.stages:
-            new = next((n for n in config.stages if n.name == s.name), None)
-            if (run_dir / s.name / "model.safetensors").is_file() and (
-                    new is None or any(to_dict(s)[k] != to_dict(new)[k] for k in INFERENCE_KEYS)):
-                raise ConfigError(f"{config_path}: stage {s.name} was trained with other settings; "
-                                  "use a new run directory or the same config")
-    save_config(config, config_path)
-    dataset_json = root / "dataset.json"
-    preprocessing = json.loads(dataset_json.read_text()) if dataset_json.is_file() else {}
-    schemes = preprocessing.get("label_schemes") or [None]
-    versions = {"glioseg": _version(), "torch": torch.__version__, "python": platform.python_version()}
+    from glioseg.preprocessing.splits import save_splits
+
+    run_dir, stage = Path(run_dir), stage or config.stage().name
+    changes = check_resume(run_dir, config, stage, resume)
+    if not (run_dir / "splits.json").is_file():
+        save_splits(split["splits"], run_dir / "splits.json")
+    save_config(config, run_dir / "config.yaml")
+    run_wide = _run_wide_info(config, Path(preprocessed), {k: v for k, v in split.items() if k != "splits"})
 
     def update(info: dict[str, Any]) -> None:
-        info.update({"format": RUN_FORMAT, "preset": config.preset, "label_scheme": schemes[0],
-                     "normalisation": {"method": "z-score inside the brain after percentile clipping",
-                                       **preprocessing.get("params", {})},
-                     "preprocessed": str(root.resolve()), "split": split, "versions": versions,
-                     "stage_order": [s.name for s in config.stages]})
+        info.update(run_wide)
         info.setdefault("stages", {})
+        if changes:
+            info.setdefault("config_changes", []).append({
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "stage": stage,
+                "resume": resume, "changes": [str(c) for c in changes]})
 
     _update_run_json(run_dir, update)
+    return changes
+
+
+def _run_wide_info(config: TrainConfig, root: Path, split: dict[str, Any]) -> dict[str, Any]:
+    """The run-wide fields of ``run.json``: preset, label scheme, normalisation, split, versions."""
+    dataset_json = root / "dataset.json"
+    preprocessing = json.loads(dataset_json.read_text()) if dataset_json.is_file() else {}
+    versions = {"glioseg": _version(), "torch": torch.__version__, "python": platform.python_version()}
+    scheme = (preprocessing.get("label_schemes") or [None])[0]
+    return {"format": RUN_FORMAT, "preset": config.preset, "label_scheme": scheme,
+            "normalisation": {"method": "z-score inside the brain after percentile clipping",
+                              **preprocessing.get("params", {})},
+            "preprocessed": str(root.resolve()), "split": split, "versions": versions,
+            "stage_order": [s.name for s in config.stages]}
 
 
 def _version() -> str:

@@ -10,7 +10,9 @@ import typer
 from glioseg.cli.app import fail
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
+    from glioseg.config import TrainConfig
     from glioseg.training.distributed import DistInfo
+    from glioseg.training.trainer import StageResult
 
 
 def _torchrun_membership() -> DistInfo:
@@ -45,11 +47,15 @@ def train(
                                               help="Best-effort deterministic kernels."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train one stage of a 3D U-Net (resumable; runs under torchrun for DDP)."""
-    import dataclasses
+    """Train one stage of a 3D U-Net (resumable; runs under torchrun for DDP).
 
+    Re-running into an existing RUN resumes it with the settings saved in RUN/config.yaml.
+    Options that would change a started stage are refused, naming the fields; --device and the
+    config's threads, checkpoint_minutes and num_workers may change (printed, and recorded in
+    RUN/run.json). Nothing is written when the device, precision or data are unusable.
+    """
     from glioseg.artifacts.weights import TrainError
-    from glioseg.config import ConfigError, resolve_config
+    from glioseg.config import ConfigError
     from glioseg.preprocessing.normalize import PreprocessError
     from glioseg.preprocessing.splits import SplitError
     from glioseg.runtime import tune_allocator
@@ -61,19 +67,13 @@ def train(
     tune_allocator()
     dist = _torchrun_membership()
     try:
-        saved = run_dir / "config.yaml" if not all_folds else run_dir / "fold_0" / "config.yaml"
-        config = resolve_config(preset, config_file, saved if resume else None)
+        config = _resolve(preset, config_file, run_dir / "fold_0" if all_folds else run_dir, stage,
+                          {"epochs": epochs, "iterations": iterations, "precision": precision},
+                          {"device": device, "seed": seed, "deterministic": deterministic})
         name = config.stage(stage).name
-        changes = {k: v for k, v in (("epochs", epochs), ("iterations", iterations), ("precision", precision))
-                   if v is not None}
-        if changes:
-            config = config.with_stage(name, **changes)
-        top: dict[str, Any] = {k: v for k, v in (("device", device), ("seed", seed), ("deterministic", deterministic))
-                               if v is not None}
-        config = dataclasses.replace(config, **top) if top else config
         initialised = init_distributed(dist, config.device)
         kwargs: dict[str, Any] = {"splits_path": splits, "resume": resume, "dist": dist,
-                                  "show_progress": progress and dist.is_main}
+                                  "show_progress": progress and dist.is_main, "on_changes": _print_changes}
         if all_folds:
             results = fit_all_folds(config, preprocessed, run_dir, name, **kwargs)
         else:
@@ -85,11 +85,41 @@ def train(
 
         torch.distributed.destroy_process_group()
     if dist.is_main:
-        for r in results:
-            best = next((row for row in r.progress.history if row["epoch"] == r.progress.best_epoch), {})
-            dice = "  ".join(f"{k[5:]} {v:.3f}" for k, v in best.items() if k.startswith("dice_"))
-            typer.echo(f"{r.stage_dir}: {r.progress.epoch} epochs, {r.progress.seconds / 60:.1f} min; "
-                       f"best epoch {r.progress.best_epoch}  {dice or '(no validation)'}")
+        _print_results(results)
+
+
+def _resolve(preset: str | None, config_file: Path | None, run_dir: Path, stage: str | None,
+             stage_flags: dict[str, Any], run_flags: dict[str, Any]) -> TrainConfig:
+    """The run's saved config (else the preset), the YAML file on top, then the flags that were given.
+
+    Raises:
+        ConfigError: unknown preset or stage, a preset other than the run's, a bad file or value.
+    """
+    import dataclasses
+
+    from glioseg.config import resolve_config
+
+    config = resolve_config(preset, config_file, run_dir / "config.yaml")
+    stage_changes = {k: v for k, v in stage_flags.items() if v is not None}
+    if stage_changes:
+        config = config.with_stage(config.stage(stage).name, **stage_changes)
+    run_changes = {k: v for k, v in run_flags.items() if v is not None}
+    return dataclasses.replace(config, **run_changes) if run_changes else config
+
+
+def _print_changes(run_dir: Path, changes: list[Any]) -> None:
+    """Tell which of the run's saved settings this call changed (they are recorded in run.json)."""
+    typer.secho(f"note: {run_dir}: changed the run's settings (recorded in run.json): "
+                f"{'; '.join(map(str, changes))}", fg=typer.colors.YELLOW, err=True)
+
+
+def _print_results(results: list[StageResult]) -> None:
+    """One line per trained stage: epochs, time, best epoch and its validation Dice."""
+    for r in results:
+        best = next((row for row in r.progress.history if row["epoch"] == r.progress.best_epoch), {})
+        dice = "  ".join(f"{k[5:]} {v:.3f}" for k, v in best.items() if k.startswith("dice_"))
+        typer.echo(f"{r.stage_dir}: {r.progress.epoch} epochs, {r.progress.seconds / 60:.1f} min; "
+                   f"best epoch {r.progress.best_epoch}  {dice or '(no validation)'}")
 
 
 def plot_curves(

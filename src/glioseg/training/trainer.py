@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from glioseg.artifacts.resume import ConfigChange
 from glioseg.artifacts.rundir import build_stage_model, prepare_run, record_stage, resolve_split
 from glioseg.artifacts.weights import TrainError, save_weights, unwrap
 from glioseg.config import StageConfig, TrainConfig
@@ -273,8 +274,12 @@ def train_stage(config: TrainConfig, stage_name: str, preprocessed: Path | str, 
 
 def fit(config: TrainConfig, preprocessed: Path | str, run_dir: Path | str, stage_name: str | None = None,
         *, fold: int | None = None, splits_path: Path | str | None = None, resume: bool = True,
-        dist: DistInfo | None = None, show_progress: bool = True, max_steps: int | None = None) -> StageResult:
+        dist: DistInfo | None = None, show_progress: bool = True, max_steps: int | None = None,
+        on_changes: Callable[[Path, list[ConfigChange]], None] | None = None) -> StageResult:
     """Prepare the run directory and train one stage (the whole of ``glioseg train``).
+
+    The device, precision, data spacing and the changes to an existing run's settings are
+    checked before anything is written (:func:`preflight`, :func:`glioseg.artifacts.resume.check_resume`).
 
     Args:
         config: resolved config.
@@ -284,20 +289,24 @@ def fit(config: TrainConfig, preprocessed: Path | str, run_dir: Path | str, stag
         fold: cross-validation fold, or None for one train/val split.
         splits_path: a ``splits.json``; otherwise the run's own or new splits.
         resume, dist, show_progress, max_steps: see :func:`train_stage`.
+        on_changes: called with the run directory and the allowed changes to its saved settings
+            (once they are recorded in ``run.json``; not called when there are none).
 
     Returns:
         The stage result.
+
+    Raises:
+        ConfigError: settings that differ from the run's trained stages (the fields are named).
+        TrainError / ValueError: unusable data, device or checkpoint.
     """
     dist = dist or DistInfo()
-    run_dir = Path(run_dir)
-    stage = config.stage(stage_name)
+    run_dir, stage = Path(run_dir), config.stage(stage_name)
     split = resolve_split(preprocessed, run_dir, config, splits_path, fold)
+    preflight(config, stage, preprocessed, split["train"], dist)
     if dist.is_main:
-        from glioseg.preprocessing.splits import save_splits
-
-        if not (run_dir / "splits.json").is_file():
-            save_splits(split["splits"], run_dir / "splits.json")
-        prepare_run(config, preprocessed, run_dir, {k: v for k, v in split.items() if k != "splits"})
+        changes = prepare_run(config, preprocessed, run_dir, split, stage.name, resume)
+        if changes and on_changes is not None:
+            on_changes(run_dir, changes)
     if dist.world_size > 1:
         torch.distributed.barrier()
     return train_stage(config, stage.name, preprocessed, run_dir, split["train"], split["val"], resume=resume,
@@ -318,6 +327,7 @@ def fit_all_folds(config: TrainConfig, preprocessed: Path | str, run_dir: Path |
     run_dir = Path(run_dir)
     dist = kwargs.get("dist") or DistInfo()
     split = resolve_split(preprocessed, run_dir, config, splits_path, fold=0)
+    preflight(config, config.stage(stage_name), preprocessed, split["train"], dist)
     if dist.is_main and not (run_dir / "splits.json").is_file():
         save_splits(split["splits"], run_dir / "splits.json")
     if dist.world_size > 1:
