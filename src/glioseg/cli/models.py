@@ -24,8 +24,8 @@ def export_model_cmd(
 
 def import_model_cmd(
     bundle_zip: Path = typer.Argument(..., help="Zip made by `glioseg export-model`."),
-    models_home: Path | None = typer.Option(None, "--models-home", help="Install folder [~/.glioseg/models]."),
-    name: str | None = typer.Option(None, "--name", help="Install name [the manifest's name]."),
+    models_home: Path | None = typer.Option(None, "--models-home", help="Install folder \\[~/.glioseg/models]."),
+    name: str | None = typer.Option(None, "--name", help="Install name \\[the manifest's name]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an installed model of that name."),
 ) -> None:
     """Install a model bundle safely (sha256 verified, no paths outside the target, no pickle)."""

@@ -27,21 +27,24 @@ def _torchrun_membership() -> DistInfo:
     return DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+# typer renders help with rich markup, where "[word]" is a style tag and vanishes: brackets are escaped (\[)
 def train(
     preprocessed: Path = typer.Argument(
         ..., help="Preprocessed dataset at the stage's spacing (`glioseg preprocess`)."),
     run_dir: Path = typer.Argument(..., help="Run directory (created; resumed when it holds a checkpoint)."),
-    preset: str | None = typer.Option(None, "--preset", help="isensee2017 (GPU) or cpu [the run's, else isensee2017]."),
+    preset: str | None = typer.Option(None, "--preset",
+                                      help="isensee2017 (GPU) or cpu \\[the run's, else isensee2017]."),
     config_file: Path | None = typer.Option(None, "--config", help="YAML overriding the preset."),
-    stage: str | None = typer.Option(None, "--stage", help="Stage to train (cpu preset: low, high) [first]."),
+    stage: str | None = typer.Option(None, "--stage", help="Stage to train (cpu preset: low, high) \\[first]."),
     fold: int | None = typer.Option(None, "--fold", min=0, help="Cross-validation fold to train."),
     all_folds: bool = typer.Option(False, "--all-folds", help="Train every fold into RUN/fold_<k>/."),
-    splits: Path | None = typer.Option(None, "--splits", help="splits.json [RUN's, PREPROCESSED's, or new]."),
+    splits: Path | None = typer.Option(None, "--splits", help="splits.json \\[RUN's, PREPROCESSED's, or new]."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the stage's epochs."),
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override iterations per epoch."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
     precision: str | None = typer.Option(None, "--precision", help="fp32, bf16, fp16 (CUDA)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the stage's checkpoint."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the stage's checkpoint; "
+                                "--no-resume retrains the stage from scratch (with the run's settings)."),
     seed: int | None = typer.Option(None, "--seed", help="Base seed."),
     deterministic: bool | None = typer.Option(None, "--deterministic/--no-deterministic",
                                               help="Best-effort deterministic kernels."),
