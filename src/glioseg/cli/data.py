@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from glioseg.cli.app import check_label_scheme, fail, read_one_case
+
+if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
+    from collections.abc import Sequence
+
+    import numpy as np
+
+    from glioseg.labels import LabelScheme
 
 
 def check(
@@ -44,11 +52,9 @@ def info(
                                             "segmentation \\[detected]."),
 ) -> None:
     """Print modalities, shape, spacing, orientation, intensity ranges and label volumes."""
-    import numpy as np
-
     from glioseg.data.layouts import DatasetError
     from glioseg.data.nifti import MODALITIES, CaseError
-    from glioseg.labels import CANONICAL_NAMES, LabelSchemeError
+    from glioseg.labels import LabelSchemeError
 
     try:
         c = read_one_case(case, check_label_scheme(label_scheme))
@@ -62,12 +68,21 @@ def info(
         typer.echo(f"{mod:<11} {c.files.images[mod].path.name}  range [{ch.min():.1f}, {ch.max():.1f}]  "
                    f"nonzero {(ch != 0).mean() * 100:.1f}%")
     if c.label is not None and c.scheme is not None:
-        voxel_ml = float(np.prod(geo.spacing)) / 1000.0
-        typer.echo(f"labels      scheme {c.scheme.name}: {c.scheme.description}")
-        for canon, name in CANONICAL_NAMES.items():
-            n = int((c.label == canon).sum())
-            if canon and n:
-                typer.echo(f"  {name:<4} {n:>9d} voxels  {n * voxel_ml:8.2f} ml")
+        _echo_label_volumes(c.label, c.scheme, geo.spacing)
+
+
+def _echo_label_volumes(label: np.ndarray, scheme: LabelScheme, spacing: Sequence[float]) -> None:
+    """The label scheme, then voxels and millilitres of each tumour label present in ``label``."""
+    import numpy as np
+
+    from glioseg.labels import CANONICAL_NAMES
+
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    typer.echo(f"labels      scheme {scheme.name}: {scheme.description}")
+    for canon, name in CANONICAL_NAMES.items():
+        n = int((label == canon).sum())
+        if canon and n:
+            typer.echo(f"  {name:<4} {n:>9d} voxels  {n * voxel_ml:8.2f} ml")
 
 
 def _parse_shape(text: str) -> tuple[int, int, int]:

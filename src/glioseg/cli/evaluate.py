@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from glioseg.cli.app import check_label_scheme, fail, read_one_case
+
+if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
+    import numpy as np
+
+    from glioseg.data.nifti import Case
+    from glioseg.evaluation.evaluate import EvaluationResult
+    from glioseg.evaluation.scores import CaseScores
 
 
 def evaluate(
@@ -32,17 +40,25 @@ def evaluate(
     check_label_scheme(label_scheme)
     check_label_scheme(pred_label_scheme, "--pred-label-scheme")
     tune_allocator()
-
-    def progress(scores, done: int, total: int) -> None:
-        dice = "  ".join(f"{r.value} {s.dice:.3f}" for r, s in scores.regions.items())
-        note = "" if not scores.failed else f"  FAILED ({scores.status}): {scores.message}"
-        typer.echo(f"[{done}/{total}] {scores.case_id}  {dice}{note}")
-
     try:
-        result = evaluate_folder(pred, gt, label_scheme, pred_label_scheme, lesion_wise, workers, progress)
+        result = evaluate_folder(pred, gt, label_scheme, pred_label_scheme, lesion_wise, workers, _echo_progress)
     except (DatasetError, FileNotFoundError, LabelSchemeError, ValueError) as exc:
         fail(str(exc))
     paths = write_report(result, out if out is not None else pred / "evaluation", thumbnails=thumbnails)
+    _print_summary(result, paths)
+    if result.failed:
+        fail(f"{len(result.missing)} missing predictions {result.missing}, {len(result.errors)} unreadable: "
+             + "; ".join(f"{k}: {v}" for k, v in result.errors.items()))
+
+
+def _echo_progress(scores: CaseScores, done: int, total: int) -> None:
+    dice = "  ".join(f"{r.value} {s.dice:.3f}" for r, s in scores.regions.items())
+    note = "" if not scores.failed else f"  FAILED ({scores.status}): {scores.message}"
+    typer.echo(f"[{done}/{total}] {scores.case_id}  {dice}{note}")
+
+
+def _print_summary(result: EvaluationResult, paths: dict[str, Path]) -> None:
+    """Mean Dice and HD95 per region, the pooled Dice, where the report went, ignored files."""
     for region, stats in result.summary.items():
         if region != "all":
             typer.echo(f"{region}: Dice {stats['dice']['mean']:.4f} +- {stats['dice']['std']:.4f}  "
@@ -53,9 +69,6 @@ def evaluate(
     if result.unmatched_predictions:
         typer.echo(f"ignored {len(result.unmatched_predictions)} prediction files matching no case: "
                    f"{', '.join(result.unmatched_predictions[:5])}")
-    if result.failed:
-        fail(f"{len(result.missing)} missing predictions {result.missing}, {len(result.errors)} unreadable: "
-             + "; ".join(f"{k}: {v}" for k, v in result.errors.items()))
 
 
 def show(
@@ -71,7 +84,6 @@ def show(
     """Picture of a case: ground truth and prediction on FLAIR and T1ce, three planes."""
     from glioseg.data.layouts import DatasetError
     from glioseg.data.nifti import CaseError
-    from glioseg.evaluation.evaluate import read_label_file
     from glioseg.evaluation.figures import case_figure, save_figure, save_gif, sweep_frames
     from glioseg.labels import LabelSchemeError
 
@@ -79,14 +91,7 @@ def show(
     check_label_scheme(pred_label_scheme, "--pred-label-scheme")
     try:
         c = read_one_case(case, label_scheme)
-        labels = None
-        if pred is not None:
-            raw, geo, _ = read_label_file(pred, c.case_id, pred_label_scheme,
-                                          c.scheme.name if c.scheme else None, "--pred-label-scheme")
-            if not geo.matches(c.geometry):
-                raise CaseError(c.case_id, f"prediction shape {geo.shape} / affine differ from the case's "
-                                f"{c.geometry.shape}; give a prediction on the case's grid", pred)
-            labels = c.geometry.to_canonical(raw)
+        labels = None if pred is None else _read_prediction(c, pred, pred_label_scheme)
     except (DatasetError, CaseError, LabelSchemeError) as exc:
         fail(str(exc))
     png = out if out.suffix.lower() == ".png" else out / f"{c.case_id}.png"
@@ -94,3 +99,16 @@ def show(
     typer.echo(f"wrote {save_figure(fig, png)}")
     if gif:
         typer.echo(f"wrote {save_gif(sweep_frames(c.image[3], c.label, labels), png.with_suffix('.gif'))}")
+
+
+def _read_prediction(case: Case, pred: Path, pred_label_scheme: str | None) -> np.ndarray:
+    """The prediction's canonical labels ``(X, Y, Z)``; CaseError when it is not on the case's grid."""
+    from glioseg.data.nifti import CaseError
+    from glioseg.evaluation.evaluate import read_label_file
+
+    raw, geo, _ = read_label_file(pred, case.case_id, pred_label_scheme,
+                                  case.scheme.name if case.scheme else None, "--pred-label-scheme")
+    if not geo.matches(case.geometry):
+        raise CaseError(case.case_id, f"prediction shape {geo.shape} / affine differ from the case's "
+                        f"{case.geometry.shape}; give a prediction on the case's grid", pred)
+    return case.geometry.to_canonical(raw)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -11,6 +11,9 @@ from glioseg.cli.app import CaseBar, check_label_scheme, fail
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from glioseg.data.nifti import CaseFiles
+    from glioseg.inference.batch import CaseOutcome
+    from glioseg.inference.postprocess import TuneResult
+    from glioseg.inference.predictor import Predictor
 
 
 def _parse_folds(text: str | None) -> list[int] | None:
@@ -43,14 +46,14 @@ def predict(
     input_: Path | None = typer.Option(None, "-i", "--input", help="A case folder or a dataset folder (any layout)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <ID>.nii.gz per case."),
     model: str | None = typer.Option(None, "-m", "--model", help="Run directory, bundle, or installed model name "
-                                     "[shipped default model]."),
-    folds: str | None = typer.Option(None, "--folds", help="Folds to ensemble, e.g. 0,1,2 [all]."),
+                                     "\\[shipped default model]."),
+    folds: str | None = typer.Option(None, "--folds", help="Folds to ensemble, e.g. 0,1,2 \\[all]."),
     tta: str = typer.Option("none", "--tta", help="Mirroring test-time augmentation: none, all (8 flips) or N."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("bf16", "--precision", help="bf16, fp16 (CUDA) or fp32."),
     cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="Low-res whole brain, high-res tumour box."),
     margin: float = typer.Option(16.0, "--margin", help="Cascade margin around the tumour, in mm."),
-    overlap: float = typer.Option(0.5, "--overlap", help="Sliding-window overlap in [0, 1)."),
+    overlap: float = typer.Option(0.5, "--overlap", help="Sliding-window overlap in \\[0, 1)."),
     tile_batch: int = typer.Option(1, "--tile-batch", min=1, help="Tiles per network call."),
     num_shards: int = typer.Option(1, "--num-shards", min=1, help="Split the cases into N shards."),
     shard_id: int = typer.Option(0, "--shard-id", min=0, help="Which shard (0..N-1) this process predicts."),
@@ -73,34 +76,51 @@ def predict(
     flair: Path | None = typer.Option(None, "--flair", help="FLAIR file."),
 ) -> None:
     """Segment cases with a trained model; write <OUT>/<ID>.nii.gz in each input's geometry."""
-    from glioseg.artifacts.bundles import BundleError, resolve_model
     from glioseg.inference.batch import manifest_path, predict_dataset, select_shard
-    from glioseg.inference.predictor import Predictor
     from glioseg.runtime import tune_allocator
-    from glioseg.training.trainer import TrainError
 
     check_label_scheme(label_scheme)
     check_label_scheme(output_label_scheme, "--output-label-scheme")
     tune_allocator()
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     try:
         cases = select_shard(_predict_inputs(input_, t1, t1ce, t2, flair), num_shards, shard_id)
-        run_dir = resolve_model(model)
-        predictor = Predictor.from_run(run_dir, _parse_folds(folds), device=device, precision=precision,
-                                       tta=tta, cascade=cascade, margin_mm=margin, overlap=overlap,
-                                       tile_batch=tile_batch, mc_samples=mc_dropout,
-                                       single_threaded_tiles=single_threaded_tiles)
-    except (BundleError, FileNotFoundError, ValueError, TrainError) as exc:
+    except ValueError as exc:
         fail(str(exc))
+    predictor = _load_predictor(model, folds, device=device, precision=precision, tta=tta, cascade=cascade,
+                                margin_mm=margin, overlap=overlap, tile_batch=tile_batch, mc_samples=mc_dropout,
+                                single_threaded_tiles=single_threaded_tiles)
     manifest = manifest_path(out, num_shards, shard_id)
     with CaseBar("predict", len(cases)) as bar:
         results = predict_dataset(predictor, cases, out, label_scheme=label_scheme,
                                   output_label_scheme=output_label_scheme, skip_existing=skip_existing,
                                   save_probabilities=save_probabilities, manifest=manifest,
                                   on_result=lambda r: bar.advance(r.case_id, r.status, r.error, f" {r.seconds:.1f}s"))
+    _summarise(results, out, manifest)
+
+
+def _set_threads(threads: int | None) -> None:
+    """The CLI owns the process: --threads sets torch's thread count for the whole run."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _load_predictor(model: str | None, folds: str | None, **options: Any) -> Predictor:
+    """The model named by -m (the shipped one by default); exit with its error when it cannot load."""
+    from glioseg.artifacts.bundles import BundleError, resolve_model
+    from glioseg.inference.predictor import Predictor
+    from glioseg.training.trainer import TrainError
+
+    try:
+        return Predictor.from_run(resolve_model(model), _parse_folds(folds), **options)
+    except (BundleError, FileNotFoundError, ValueError, TrainError) as exc:
+        fail(str(exc))
+
+
+def _summarise(results: list[CaseOutcome], out: Path, manifest: Path) -> None:
+    """One line of counts; exit non-zero naming the failed cases, if any."""
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     typer.echo(f"{counts['done']} predicted, {counts['skipped']} skipped, {counts['failed']} failed -> {out} "
                f"(manifest {manifest})")
@@ -112,7 +132,7 @@ def predict(
 def tune_postprocess_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory (or folder of fold_<k> runs)."),
     preprocessed: Path = typer.Argument(..., help="Preprocessed dataset at the full-resolution stage's spacing."),
-    splits: Path | None = typer.Option(None, "--splits", help="splits.json [the runs' recorded splits]."),
+    splits: Path | None = typer.Option(None, "--splits", help="splits.json \\[the runs' recorded splits]."),
     thresholds: bool = typer.Option(False, "--thresholds/--no-thresholds", help="Also tune the WT/TC/ET thresholds."),
     candidates: str = typer.Option("0,10,25,50,100,200,300,500,750,1000,1500", "--candidates",
                                    help="Small-ET thresholds (voxels) to try."),
@@ -128,10 +148,7 @@ def tune_postprocess_cmd(
     from glioseg.training.trainer import TrainError
 
     tune_allocator()
-    try:
-        values = [int(v) for v in candidates.replace(" ", "").split(",") if v]
-    except ValueError:
-        fail(f"--candidates {candidates!r}: give whole numbers of voxels separated by commas")
+    values = _parse_candidates(candidates)
     try:
         pairs = validation_probabilities(run_dir, preprocessed, splits, {"device": device, "precision": precision},
                                          on_case=lambda cid: typer.echo(f"  {cid}"))
@@ -140,9 +157,21 @@ def tune_postprocess_cmd(
     except (FileNotFoundError, ValueError, TrainError, PreprocessError, SplitError) as exc:
         fail(str(exc))
     path = save_postprocess(result.config, run_dir, {"tuning": result.to_dict()})
+    _print_tuning(result)
+    typer.echo(f"wrote {path}")
+
+
+def _parse_candidates(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        fail(f"--candidates {text!r}: give whole numbers of voxels separated by commas")
+
+
+def _print_tuning(result: TuneResult) -> None:
+    """Mean Dice per region before and after tuning, and the chosen settings."""
     names = ("WT", "TC", "ET")
     base = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.baseline_dice, strict=True))
     tuned = "  ".join(f"{n} {d:.4f}" for n, d in zip(names, result.mean_dice, strict=True))
     typer.echo(f"{result.n_cases} validation cases; default Dice {base}")
     typer.echo(f"min_et_voxels {result.config.min_et_voxels}, thresholds {result.config.thresholds}: Dice {tuned}")
-    typer.echo(f"wrote {path}")

@@ -12,7 +12,7 @@ from glioseg.cli.app import CaseBar, check_label_scheme, fail
 def preprocess(
     dataset: Path = typer.Argument(..., help="Dataset folder (any supported layout)."),
     out: Path = typer.Argument(..., help="Output folder for the preprocessed cases."),
-    spacing: float | None = typer.Option(None, "--spacing", help="Isotropic target spacing in mm [keep]."),
+    spacing: float | None = typer.Option(None, "--spacing", help="Isotropic target spacing in mm \\[keep]."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes."),
     label_scheme: str | None = typer.Option(None, "--label-scheme",
                                             help="Label scheme of the input segmentations \\[detected]."),
@@ -45,7 +45,7 @@ def split(
     mapping: Path | None = typer.Option(None, "--mapping", help="ID-mapping CSV (one patient per row)."),
     grades: Path | None = typer.Option(None, "--grades", help="Grade CSV (ID column + Grade) to stratify."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Val share when --folds 1."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Output [PREPROCESSED/splits.json]."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Output \\[PREPROCESSED/splits.json]."),
 ) -> None:
     """Make k-fold / train-val splits that never put one patient on both sides."""
     from glioseg.preprocessing.cache import list_preprocessed

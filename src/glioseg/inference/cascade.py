@@ -33,12 +33,10 @@ def tumour_box(probs: np.ndarray, target: str, threshold: float, margin_mm: floa
         Half-open ``((x0, x1), (y0, y1), (z0, z1))``, or None without tumour.
     """
     tumour = probs[0] >= threshold if target == "regions" else np.argmax(probs, axis=0) > 0
-    box = bounding_box(tumour)
+    box = bounding_box(tumour, margin=[math.ceil(margin_mm / s) for s in spacing])
     if box is None:
         return None
-    grow = [math.ceil(margin_mm / s) for s in spacing]
-    return tuple((max(sl.start - g, 0), min(sl.stop + g, n))  # type: ignore[return-value]
-                 for sl, g, n in zip(box, grow, tumour.shape, strict=True))
+    return tuple((sl.start, sl.stop) for sl in box)  # type: ignore[return-value]
 
 
 def box_on_grid(box: Box, meta: dict[str, Any], divisor: int = 1) -> Box:
