@@ -1,8 +1,7 @@
 """Training configuration: frozen dataclasses (the single source of defaults), presets, YAML.
 
 A :class:`TrainConfig` holds global settings and one :class:`StageConfig` per stage, each trained
-by its own ``glioseg train --stage NAME`` into ``RUN/<stage>/``. Presets: ``isensee2017`` (one
-stage as in Isensee et al. 2017, for GPUs) and ``cpu`` (2 mm ``low`` + 1 mm ``high``, a cascade).
+by its own ``glioseg train --stage NAME`` into ``RUN/<stage>/``; :data:`PRESETS` are starting points.
 
 YAML values are checked against each field's type (:func:`from_dict`): booleans must be
 ``true``/``false`` (``"no"`` is refused), integers integers (``128.9`` and ``true`` are refused,
@@ -41,13 +40,14 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network choice and size (arguments of :func:`glioseg.networks.build_model`)."""
+    """Network choice and size (arguments of :func:`glioseg.networks.build_model`); ``seg_layer_sum``
+    (Isensee 2017): add the finest decoder levels' segmentation layers into the output (no auxiliary loss)."""
 
     name: str = "isensee2017"
     base_filters: int = 16
     depth: int = 5
     dropout: float = 0.3
-    deep_supervision: bool = True
+    seg_layer_sum: bool = True
 
     def __post_init__(self) -> None:
         _require(self.name in MODEL_NAMES, f"model.name {self.name!r}: choose one of {list(MODEL_NAMES)}")
@@ -60,7 +60,7 @@ class ModelConfig:
         common = {"in_channels": 4, "out_channels": out_channels, "base_filters": self.base_filters,
                   "depth": self.depth}
         return common if self.name == "unet3d" else {**common, "dropout": self.dropout,
-                                                     "deep_supervision": self.deep_supervision}
+                                                     "seg_layer_sum": self.seg_layer_sum}
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,8 @@ def from_dict(cls: type[Any], data: dict[str, Any], base: Any = None, where: str
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{name}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        renamed = "".join(f"; {k} is now called {_RENAMED[k]}" for k in unknown if k in _RENAMED)
+        raise ConfigError(f"{name}: unknown key(s) {unknown}; valid keys: {sorted(known)}{renamed}")
     values = {key: _convert(hints[key], value, getattr(base, key, None), f"{where}{key}")
               for key, value in data.items()}
     try:
@@ -278,8 +279,8 @@ def from_dict(cls: type[Any], data: dict[str, Any], base: Any = None, where: str
         raise ConfigError(f"{name}: {exc}") from exc
 
 
+_RENAMED = {"deep_supervision": "seg_layer_sum"}  # old key -> new key, named in the unknown-key error
 _EXPECTED = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string"}
-_NUMBERS = (_EXPECTED[int], _EXPECTED[float])
 
 
 def _convert(hint: Any, value: Any, base: Any, where: str) -> Any:
@@ -310,7 +311,8 @@ def _scalar(hint: type, value: Any, where: str) -> Any:
 
 
 def _type_error(where: str, value: Any, expected: str) -> ConfigError:
-    hint = "; write the number unquoted" if isinstance(value, str) and expected in _NUMBERS else ""
+    numeric = expected in (_EXPECTED[int], _EXPECTED[float])
+    hint = "; write the number unquoted" if isinstance(value, str) and numeric else ""
     return ConfigError(f"{where}: expected {expected}, got {value!r} ({type(value).__name__}){hint}")
 
 
@@ -367,8 +369,7 @@ def resolve_config(preset: str | None = None, config_file: Path | str | None = N
     """The config of a ``glioseg train`` call: saved run config or preset, then the YAML file.
 
     Args:
-        preset: preset name; None uses the saved run config, the YAML file's ``preset`` key, or
-            ``isensee2017``.
+        preset: preset name; None: the saved run config's, the YAML file's ``preset`` key, or isensee2017.
         config_file: YAML overrides merged on top.
         run_config: a run's saved ``config.yaml`` (used as the base when it exists).
 

@@ -41,6 +41,9 @@ def test_shipped_model_loads_every_stage():
     bundle = load_run(default_model_dir())
     manifest = json.loads((default_model_dir() / "manifest.json").read_text())
     assert set(bundle.stages) == set(manifest["stages"])
+    low = bundle.stages["low"]
+    assert low.config.model.seg_layer_sum and low.model.n_seg == 3  # summed segmentation layers, as trained
+    assert manifest["stages"]["low"]["model"]["seg_layer_sum"] is True
 
 
 @pytest.mark.realdata

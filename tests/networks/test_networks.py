@@ -41,13 +41,13 @@ def unet_parameters(cin: int, cout: int, base: int, depth: int) -> int:
     return total + conv(1, outs[0], cout)
 
 
-@pytest.mark.parametrize("base,depth,ds,out", [(16, 5, True, 3), (8, 4, True, 4), (4, 3, False, 3)])
-def test_isensee_parameter_count(base, depth, ds, out, capsys):
-    model = Isensee2017UNet(4, out, base, depth, deep_supervision=ds)
-    expected = isensee_parameters(4, out, base, depth, min(3, depth - 1) if ds else 1)
+@pytest.mark.parametrize("base,depth,summed,out", [(16, 5, True, 3), (8, 4, True, 4), (4, 3, False, 3)])
+def test_isensee_parameter_count(base, depth, summed, out, capsys):
+    model = Isensee2017UNet(4, out, base, depth, seg_layer_sum=summed)
+    expected = isensee_parameters(4, out, base, depth, min(3, depth - 1) if summed else 1)
     n = count_parameters(model)
     with capsys.disabled():
-        print(f"\nIsensee2017UNet(base={base}, depth={depth}, ds={ds}, out={out}): {n:,} parameters")
+        print(f"\nIsensee2017UNet(base={base}, depth={depth}, seg_layer_sum={summed}, out={out}): {n:,} parameters")
     assert n == expected
 
 
@@ -74,7 +74,7 @@ def test_unet_output_shape():
         assert model(torch.randn(1, 4, 8, 16, 24)).shape == (1, 4, 8, 16, 24)
 
 
-def test_deep_supervision_sums_three_levels():
+def test_seg_layer_sum_adds_three_levels_into_one_output():
     model = Isensee2017UNet(base_filters=4, depth=4).eval()
     assert len(model.seg) == 3
     torch.nn.init.zeros_(model.seg[1].weight)
@@ -85,6 +85,19 @@ def test_deep_supervision_sums_three_levels():
         torch.nn.init.zeros_(model.seg[1].bias)
         without = model(x)
     torch.testing.assert_close(with_bias - without, torch.ones_like(with_bias))
+    assert isinstance(with_bias, torch.Tensor)  # one output: no auxiliary heads, no auxiliary losses
+    assert len(Isensee2017UNet(base_filters=4, depth=4, seg_layer_sum=False).seg) == 1
+
+
+def test_config_names_the_summation_and_refuses_the_old_key(tmp_path):
+    from glioseg.config import ConfigError, ModelConfig, load_config
+
+    assert ModelConfig().kwargs(3)["seg_layer_sum"] is True
+    path = tmp_path / "old.yaml"
+    path.write_text("stages:\n  - name: main\n    model: {deep_supervision: true}\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['deep_supervision'\].*deep_supervision is now called "
+                                          r"seg_layer_sum"):
+        load_config(path)
 
 
 @pytest.mark.parametrize("model", [Isensee2017UNet(base_filters=2, depth=3), UNet3D(base_filters=2, depth=3)])

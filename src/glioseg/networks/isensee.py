@@ -6,9 +6,13 @@ module*, a pre-activation residual block; the level's output, normalised and act
 the skip and the input of the next stride-2 convolution. Decoder: *upsampling modules* (nearest
 x2 upscale then a 3x3x3 conv that halves the features), concatenation with the skip,
 *localization modules* (3x3x3 conv keeping the 2F concatenated features, then a 1x1x1 conv
-halving them to F) and, at the top level, one 3x3x3 conv. Segmentation layers (1x1x1 convs) read
-the 3x3x3 conv outputs of the three highest-resolution decoder levels; they are upsampled
-(nearest) and summed into the output (the paper's deep supervision).
+halving them to F) and, at the top level, one 3x3x3 conv.
+
+Multi-scale segmentation-layer summation (``seg_layer_sum``): segmentation layers (1x1x1 convs)
+read the 3x3x3 conv outputs of the three highest-resolution decoder levels; the coarser maps are
+upsampled (nearest) and added level by level into the single full-resolution output. The paper
+calls this "deep supervision", but no auxiliary loss is attached to the coarser layers: the loss
+sees only the summed output, and the network returns one tensor.
 
 Layout follows the authors' Lasagne code (MIC-DKFZ/BraTS2017 ``network_architecture.py``),
 including the extra 1x1x1 conv after the first upsampling. One deliberate difference: the
@@ -69,8 +73,9 @@ class Isensee2017UNet(nn.Module):
         base_filters: features at the first level; level ``l`` has ``base_filters * 2**l``.
         depth: number of resolution levels (5 in the paper: 16, 32, 64, 128, 256 features).
         dropout: dropout probability inside the context modules (0.3 in the paper).
-        deep_supervision: sum the segmentation layers of the three highest-resolution decoder
-            levels into the output (paper); False uses the top level's layer only.
+        seg_layer_sum: sum the (upsampled) segmentation layers of the three highest-resolution
+            decoder levels into the output, as in the paper; False uses the top level's layer only.
+            There are no auxiliary losses either way (see the module docstring).
         segmentation_levels: how many decoder levels feed the summed output.
 
     Raises:
@@ -78,12 +83,12 @@ class Isensee2017UNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 4, out_channels: int = 3, base_filters: int = 16,
-                 depth: int = 5, dropout: float = 0.3, deep_supervision: bool = True,
+                 depth: int = 5, dropout: float = 0.3, seg_layer_sum: bool = True,
                  segmentation_levels: int = 3) -> None:
         super().__init__()
         _check_hparams(in_channels, out_channels, base_filters, depth, dropout, segmentation_levels)
         self.in_channels, self.out_channels, self.depth = in_channels, out_channels, depth
-        self.n_seg = min(segmentation_levels, depth - 1) if deep_supervision else 1
+        self.n_seg = min(segmentation_levels, depth - 1) if seg_layer_sum else 1
         f = [base_filters * 2**level for level in range(depth)]
         self.down = nn.ModuleList([conv3d(in_channels, f[0])] +
                                   [conv3d(f[i - 1], f[i], stride=2) for i in range(1, depth)])
