@@ -163,15 +163,7 @@ def import_model(zip_path: Path | str, models_home: Path | str, name: str | None
         raise BundleError(f"{zip_path}: not a zip file; give a bundle made by `glioseg export-model`")
     models_home.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(zip_path) as zf, tempfile.TemporaryDirectory(dir=models_home) as tmp:
-        members = [(m, _check_zip_member(m, zip_path)) for m in zf.infolist()]
-        if sum(m.file_size for m, _ in members) > MAX_BUNDLE_BYTES:
-            raise BundleError(f"{zip_path}: uncompressed size exceeds {MAX_BUNDLE_BYTES} bytes; refused")
-        for member, rel in members:
-            if rel is not None:
-                target = Path(tmp, *rel.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(member) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+        _extract_checked(zf, zip_path, Path(tmp))
         root = _bundle_root(Path(tmp), zip_path)
         manifest = verify_bundle(root)
         install_name = name or str(manifest.get("name") or zip_path.stem)
@@ -184,6 +176,19 @@ def import_model(zip_path: Path | str, models_home: Path | str, name: str | None
             shutil.rmtree(dest)
         root.rename(dest)
     return dest
+
+
+def _extract_checked(zf: zipfile.ZipFile, zip_path: Path, folder: Path) -> None:
+    """Extract a zip into ``folder`` after checking every member (paths, links, types, total size)."""
+    members = [(m, _check_zip_member(m, zip_path)) for m in zf.infolist()]
+    if sum(m.file_size for m, _ in members) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{zip_path}: uncompressed size exceeds {MAX_BUNDLE_BYTES} bytes; refused")
+    for member, rel in members:
+        if rel is not None:
+            target = folder.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
 
 
 def _bundle_root(folder: Path, zip_path: Path) -> Path:
@@ -269,6 +274,17 @@ def _copy_weights(src: Path, dst: Path, fp16: bool) -> None:
     atomic_write(dst, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
+def _copy_run(run_dir: Path, out_dir: Path, run_info: dict[str, Any], stages: list[str], fp16: bool) -> None:
+    """Copy what prediction needs from a run: config.yaml, run.json, postprocess.json, best weights."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "config.yaml", out_dir / "config.yaml")
+    (out_dir / "run.json").write_text(json.dumps(run_info, indent=1) + "\n")
+    for name in stages:
+        _copy_weights(run_dir / name / "model.safetensors", out_dir / name / "model.safetensors", fp16)
+    if (run_dir / "postprocess.json").is_file():
+        shutil.copyfile(run_dir / "postprocess.json", out_dir / "postprocess.json")
+
+
 def make_bundle(run_dir: Path | str, out_dir: Path | str, info: dict[str, Any], fp16: bool = True,
                 stages: list[str] | None = None) -> dict[str, Any]:
     """Turn a run directory into a bundle: config, run.json, postprocess.json, best weights per stage,
@@ -297,14 +313,8 @@ def make_bundle(run_dir: Path | str, out_dir: Path | str, info: dict[str, Any], 
     names = stages or [s for s in run_info.get("stage_order", []) if (run_dir / s / "model.safetensors").is_file()]
     if not names:
         raise BundleError(f"{run_dir}: no stage has model.safetensors; train first")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "config.yaml", out_dir / "config.yaml")
     run_info = _strip_local_paths(run_info)
-    (out_dir / "run.json").write_text(json.dumps(run_info, indent=1) + "\n")
-    for name in names:
-        _copy_weights(run_dir / name / "model.safetensors", out_dir / name / "model.safetensors", fp16)
-    if (run_dir / "postprocess.json").is_file():
-        shutil.copyfile(run_dir / "postprocess.json", out_dir / "postprocess.json")
+    _copy_run(run_dir, out_dir, run_info, names, fp16)
     fields = {"label_scheme": run_info.get("label_scheme"), "normalisation": run_info.get("normalisation"),
               "stages": {n: run_info.get("stages", {}).get(n, {}) for n in names}, **info}
     return write_manifest(out_dir, fields)

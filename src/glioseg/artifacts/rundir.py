@@ -178,34 +178,43 @@ def resolve_split(preprocessed: Path | str, run_dir: Path | str, config: TrainCo
     ``fold`` is given, else one ``val_fraction`` split).
 
     Returns:
-        ``{"fold", "train", "val", "splits_file"}``.
+        ``{"fold", "train", "val", "splits", "splits_file"}`` (``splits``: the whole splits file).
 
     Raises:
         TrainError: no preprocessed cases, or split cases that are not preprocessed.
     """
     from glioseg.preprocessing.cache import list_preprocessed
-    from glioseg.preprocessing.splits import get_fold, load_splits, make_splits
+    from glioseg.preprocessing.splits import get_fold
 
     cases = list_preprocessed(preprocessed)
     if not cases:
         raise TrainError(f"{preprocessed}: no preprocessed cases; run `glioseg preprocess` first")
-    own, shared = Path(run_dir) / "splits.json", Path(preprocessed) / "splits.json"
-    if splits_path is not None:
-        splits = load_splits(splits_path)
-    elif own.is_file() or shared.is_file():
-        splits_path = own if own.is_file() else shared
-        splits = load_splits(splits_path)
-    else:
-        # a small dataset gets at least one validation case
-        splits = make_splits(cases, config.folds if fold is not None else 1, config.seed,
-                             val_fraction=max(config.val_fraction, 1.0 / len(cases)))
+    own = Path(run_dir) / "splits.json"
+    splits, splits_path = _find_splits(cases, splits_path, [own, Path(preprocessed) / "splits.json"], config, fold)
     train, val = get_fold(splits, fold or 0)
     missing = sorted(set(train + val) - set(cases))
     if missing:
         raise TrainError(f"{preprocessed}: split cases {missing[:5]} are not preprocessed; preprocess "
                          "them or make the splits from this folder")
     return {"fold": fold or 0, "train": train, "val": val, "splits": splits,
-            "splits_file": str(splits_path) if splits_path else str(own)}
+            "splits_file": str(splits_path or own)}
+
+
+def _find_splits(cases: list[str], given: Path | str | None, candidates: list[Path], config: TrainConfig,
+                 fold: int | None) -> tuple[dict[str, Any], Path | str | None]:
+    """Splits from ``given``, else from the first existing of ``candidates``, else new ones of ``cases``.
+
+    Returns:
+        The splits and the file they came from (None when new).
+    """
+    from glioseg.preprocessing.splits import load_splits, make_splits
+
+    path = given if given is not None else next((p for p in candidates if p.is_file()), None)
+    if path is not None:
+        return load_splits(path), path
+    # a small dataset gets at least one validation case
+    return make_splits(cases, config.folds if fold is not None else 1, config.seed,
+                       val_fraction=max(config.val_fraction, 1.0 / len(cases))), None
 
 
 def load_run(run_dir: Path | str, device: str = "cpu") -> RunBundle:
@@ -232,16 +241,16 @@ def load_run(run_dir: Path | str, device: str = "cpu") -> RunBundle:
         verify_bundle(run_dir)  # a bundle: every file must match its sha256 before anything is loaded
     config = load_config(run_dir / "config.yaml")
     info = json.loads((run_dir / "run.json").read_text())
-    stages: dict[str, StageModel] = {}
-    for stage in config.stages:
-        weights = run_dir / stage.name / "model.safetensors"
-        if not weights.is_file():
-            continue
-        model = build_stage_model(stage)
-        load_weights(model, weights)
-        model.to(select_device(device)).eval()
-        window = stage.val_window or stage.patch_size
-        stages[stage.name] = StageModel(stage.name, model, stage.spacing_mm, window, stage.target, stage)
+    stages = {s.name: _load_stage(run_dir, s, device) for s in config.stages
+              if (run_dir / s.name / "model.safetensors").is_file()}
     if not stages:
         raise TrainError(f"{run_dir}: no stage has model.safetensors yet; train one with `glioseg train`")
     return RunBundle(run_dir, config, info, stages)
+
+
+def _load_stage(run_dir: Path, stage: StageConfig, device: str) -> StageModel:
+    """One stage's network with its ``model.safetensors``, in eval mode on ``device``."""
+    model = build_stage_model(stage)
+    load_weights(model, run_dir / stage.name / "model.safetensors")
+    model.to(select_device(device)).eval()
+    return StageModel(stage.name, model, stage.spacing_mm, stage.val_window or stage.patch_size, stage.target, stage)

@@ -125,11 +125,24 @@ class Isensee2017UNet(nn.Module):
             raise ValueError(f"Isensee2017UNet: input {tuple(x.shape[2:])} leaves one voxel at the "
                              "bottleneck, where instance normalisation is undefined; use at least "
                              f"{2 * self.divisor} voxels along one axis")
+        skips = self._encode(x)
+        seg_outputs = self._decode(skips)
+        out = seg_outputs[self.n_seg - 1]
+        for level in range(self.n_seg - 2, -1, -1):  # segmentation-layer summation, coarse to fine
+            out = self.upsample(out) + seg_outputs[level]
+        return out
+
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per level the activated context-module output ``(B, f_l, X/2**l, ...)``; the last is the bottleneck."""
         skips: list[torch.Tensor] = []
         for level in range(self.depth):
             x = self.down[level](x if level == 0 else skips[-1])
             skips.append(self.skip_act[level](self.context[level](x)))
-        x = skips.pop()
+        return skips
+
+    def _decode(self, skips: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Segmentation-layer outputs ``(B, out_channels, X/2**l, ...)`` of the ``n_seg`` finest levels ``l``."""
+        x = skips[-1]
         seg_outputs: dict[int, torch.Tensor] = {}
         for level in range(self.depth - 2, -1, -1):
             features = self.localize[level](torch.cat([skips[level], self.up[level](x)], dim=1))
@@ -137,10 +150,7 @@ class Isensee2017UNet(nn.Module):
                 seg_outputs[level] = self.seg[level](features)
             if level > 0:
                 x = self.reduce[level - 1](features)
-        out = seg_outputs[self.n_seg - 1]
-        for level in range(self.n_seg - 2, -1, -1):
-            out = self.upsample(out) + seg_outputs[level]
-        return out
+        return seg_outputs
 
 
 def _check_hparams(in_channels: int, out_channels: int, base_filters: int, depth: int,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,18 +56,7 @@ def load_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Op
         TrainError: unreadable state, a different network/target, or weights and state from
             different steps.
     """
-    path = stage_dir / "state.pt"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling problem: tell the user how to start over
-        first_line = (str(exc).splitlines() or [""])[0][:120]  # some exceptions carry no message
-        reason = f"{type(exc).__name__}: {first_line}"
-        raise TrainError(f"{path}: cannot read the checkpoint ({reason}); pass --no-resume to start over") from exc
-    saved = state.get("stage", {})
-    changed = [k for k in INFERENCE_KEYS if k != "val_window" and saved.get(k) != to_dict(stage).get(k)]
-    if changed:
-        raise TrainError(f"{path}: the checkpoint was trained with different {changed}; use the same "
-                         "config, another run directory, or --no-resume to start over")
+    state = _read_state(stage_dir / "state.pt", stage)
     meta = load_weights(model, stage_dir / "last.safetensors")
     progress = Progress(**state["progress"])
     if int(meta.get("global_step", -1)) != progress.global_step:
@@ -78,3 +68,19 @@ def load_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Op
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return progress
+
+
+def _read_state(path: Path, stage: StageConfig) -> dict[str, Any]:
+    """``state.pt`` (weights_only); TrainError when unreadable or saved for another network or target."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling problem: tell the user how to start over
+        first_line = (str(exc).splitlines() or [""])[0][:120]  # some exceptions carry no message
+        reason = f"{type(exc).__name__}: {first_line}"
+        raise TrainError(f"{path}: cannot read the checkpoint ({reason}); pass --no-resume to start over") from exc
+    saved = state.get("stage", {})
+    changed = [k for k in INFERENCE_KEYS if k != "val_window" and saved.get(k) != to_dict(stage).get(k)]
+    if changed:
+        raise TrainError(f"{path}: the checkpoint was trained with different {changed}; use the same "
+                         "config, another run directory, or --no-resume to start over")
+    return state

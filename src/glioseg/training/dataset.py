@@ -196,18 +196,31 @@ class PatchDataset(Dataset):
                     torch.from_numpy(crop_with_padding(case.label, start, self.patch_size)))
         # the undeformed grid lands exactly on the voxels of the plain crop
         mid = torch.tensor([s + (p - 1) / 2 for s, p in zip(start, self.patch_size, strict=True)])
-        coords = grid + mid
-        lo = torch.floor(coords.view(-1, 3).amin(0)).long().tolist()
-        hi = (torch.ceil(coords.view(-1, 3).amax(0)).long() + 1).tolist()
-        lo = [max(0, min(v, n)) for v, n in zip(lo, case.image.shape[1:], strict=True)]
-        hi = [max(0, min(v, n)) for v, n in zip(hi, case.image.shape[1:], strict=True)]
-        size = [max(b - a, 1) for a, b in zip(lo, hi, strict=True)]
-        image = torch.from_numpy(crop_with_padding(case.image, lo, size))
-        label = torch.from_numpy(crop_with_padding(case.label, lo, size))
-        image, resampled = resample_with_grid(image, label, coords - torch.tensor(lo, dtype=coords.dtype),
-                                              spatial.label_mode, spatial.num_label_classes)
-        assert resampled is not None  # a label in, a label out
-        return image, resampled
+        return _resample_from_volume(case.image, case.label, grid + mid, spatial)
+
+
+def _resample_from_volume(image: np.ndarray, label: np.ndarray, coords: torch.Tensor,
+                          spatial: RandomSpatial) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample a deformed patch straight from a (memory-mapped) volume, reading only the box it covers.
+
+    Args:
+        image: float32 ``(C, X, Y, Z)``; label: uint8 ``(X, Y, Z)``.
+        coords: float ``(x, y, z, 3)`` voxel coordinates into the volume.
+        spatial: the transform whose label mode is used.
+
+    Returns:
+        float32 image ``(C, x, y, z)`` and uint8 label ``(x, y, z)``.
+    """
+    shape = image.shape[1:]
+    lo = [max(0, min(int(v), n)) for v, n in zip(torch.floor(coords.view(-1, 3).amin(0)), shape, strict=True)]
+    hi = [max(0, min(int(v) + 1, n)) for v, n in zip(torch.ceil(coords.view(-1, 3).amax(0)), shape, strict=True)]
+    size = [max(b - a, 1) for a, b in zip(lo, hi, strict=True)]
+    box_image = torch.from_numpy(crop_with_padding(image, lo, size))
+    box_label = torch.from_numpy(crop_with_padding(label, lo, size))
+    out, resampled = resample_with_grid(box_image, box_label, coords - torch.tensor(lo, dtype=coords.dtype),
+                                        spatial.label_mode, spatial.num_label_classes)
+    assert resampled is not None  # internal invariant: a label in, a label out
+    return out, resampled
 
 
 def _patch_tuple(patch_size: Any) -> tuple[int, int, int]:

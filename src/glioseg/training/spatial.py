@@ -99,21 +99,23 @@ class RandomSpatial:
         zoom = uniform(batch_size, *self.scale, generator)
         elastic = chance(batch_size, self.p_elastic, generator)
         magnitude = uniform(batch_size, *self.elastic_magnitude, generator)
-        base = None
-        grids: list[torch.Tensor | None] = []
-        for b in range(batch_size):
-            if not (rot[b] or do_scale[b] or elastic[b]):
-                grids.append(None)
-                continue
-            base = centred_offsets(shape, device) if base is None else base
-            matrix = rotation_matrices(angles[b:b + 1])[0] if rot[b] else torch.eye(3)
-            if do_scale[b]:
-                matrix = matrix / zoom[b]
-            grid = base @ matrix.T.to(device)
-            if elastic[b]:
-                grid = grid + self._displacement(shape, float(magnitude[b]), generator, device)
-            grids.append(grid)
-        return grids
+        active = rot | do_scale | elastic
+        base = centred_offsets(shape, device) if bool(active.any()) else torch.zeros(0)
+        # elastic fields are drawn sample by sample, in order, after the per-batch parameters
+        return [self._grid(base, angles[b] if rot[b] else None, zoom[b] if do_scale[b] else None,
+                           float(magnitude[b]) if elastic[b] else None, generator) if active[b] else None
+                for b in range(batch_size)]
+
+    def _grid(self, base: torch.Tensor, angles: torch.Tensor | None, zoom: torch.Tensor | None,
+              magnitude: float | None, generator: torch.Generator) -> torch.Tensor:
+        """One sample's grid from the centred offsets ``base`` ``(X, Y, Z, 3)``: rotate, zoom, deform."""
+        matrix = rotation_matrices(angles[None])[0] if angles is not None else torch.eye(3)
+        if zoom is not None:
+            matrix = matrix / zoom
+        grid = base @ matrix.T.to(base.device)
+        if magnitude is not None:
+            grid = grid + self._displacement(tuple(base.shape[:3]), magnitude, generator, base.device)
+        return grid
 
     def _displacement(self, shape: Sequence[int], magnitude: float, g: torch.Generator,
                       device: torch.device | str) -> torch.Tensor:
@@ -125,28 +127,25 @@ class RandomSpatial:
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
         """Deform a batch of patches (output shape = input shape; outside is 0 / background)."""
-        image = batch["image"]
+        image, label = batch["image"], batch.get("label")
         shape = tuple(image.shape[2:])
         grids = self.draw(image.shape[0], shape, generator, image.device)
         if all(g is None for g in grids):
             return batch
         centre = torch.tensor([(n - 1) / 2 for n in shape], device=image.device)
-        out = dict(batch)
-        images, labels = [], []
-        label = batch.get("label")
-        for b, grid in enumerate(grids):
-            if grid is None:
-                images.append(image[b])
-                labels.append(label[b] if label is not None else None)
-                continue
-            img, lab = resample_with_grid(image[b], label[b] if label is not None else None, grid + centre,
-                                          self.label_mode, self.num_label_classes)
-            images.append(img)
-            labels.append(lab)
-        out["image"] = torch.stack(images)
+        pairs = [self._resample(image[b], None if label is None else label[b], grid, centre)
+                 for b, grid in enumerate(grids)]
+        out = dict(batch, image=torch.stack([img for img, _ in pairs]))
         if label is not None:
-            out["label"] = torch.stack(labels)  # type: ignore[arg-type]
+            out["label"] = torch.stack([lab for _, lab in pairs if lab is not None])
         return out
+
+    def _resample(self, image: torch.Tensor, label: torch.Tensor | None, grid: torch.Tensor | None,
+                  centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One sample ``(C, X, Y, Z)`` / ``(X, Y, Z)`` on its grid (unchanged without one)."""
+        if grid is None:
+            return image, label
+        return resample_with_grid(image, label, grid + centre, self.label_mode, self.num_label_classes)
 
 
 def resample_with_grid(image: torch.Tensor, label: torch.Tensor | None, coords: torch.Tensor,

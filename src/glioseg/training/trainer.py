@@ -78,17 +78,23 @@ def train_step(model: nn.Module, batch: dict[str, Any], loss_fn: nn.Module, opti
     if not torch.isfinite(loss):
         raise TrainError(f"stage {stage.name}: the loss became {loss.item()}; lower optim.lr or use "
                          "precision fp32")
+    _backward_and_step(loss, model, optimizer, scaler, stage.optim.grad_clip)
+    return float(loss.detach())
+
+
+def _backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scaler: torch.amp.GradScaler | None, grad_clip: float) -> None:
+    """Backward pass, optional gradient clipping and the optimiser step (through the fp16 scaler if any)."""
     (scaler.scale(loss) if scaler is not None else loss).backward()
     if scaler is not None:
         scaler.unscale_(optimizer)
-    if stage.optim.grad_clip:
-        nn.utils.clip_grad_norm_(model.parameters(), stage.optim.grad_clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is None:
         optimizer.step()
-    return float(loss.detach())
+        return
+    scaler.step(optimizer)
+    scaler.update()
 
 
 @dataclass

@@ -75,18 +75,7 @@ def validate(model: nn.Module, root: Path, case_ids: Sequence[str], stage: Stage
     """
     net = unwrap(model)
     net.eval()
-    scores: list[list[float]] = []
-    for case_id in case_ids:
-        pc = load_preprocessed(root, case_id, mmap=True)
-        if pc.label is None:
-            continue
-        box = tumour_crop(pc.label, [p // 2 for p in stage.patch_size]) if stage.cascade_from else ()
-        image = torch.from_numpy(np.array(pc.image[(slice(None), *box)], dtype=np.float32))
-        label = np.asarray(pc.label[box])
-        logits = predict_logits(net, image, stage.val_window, device, stage.precision)
-        pred = probabilities_to_labels(logits_to_probabilities(logits, stage.target), stage.target)
-        p_reg, t_reg = labels_to_regions(pred), labels_to_regions(label)
-        scores.append([dice(p_reg[i], t_reg[i]) for i in range(len(REGIONS))])
+    scores = [s for s in (_case_dice(net, root, case_id, stage, device) for case_id in case_ids) if s is not None]
     net.train()
     if not scores:
         return {}
@@ -94,3 +83,17 @@ def validate(model: nn.Module, root: Path, case_ids: Sequence[str], stage: Stage
     out = {f"dice_{r.value}": float(m) for r, m in zip(REGIONS, mean, strict=True)}
     out["dice_mean"] = float(mean.mean())
     return out
+
+
+def _case_dice(net: nn.Module, root: Path, case_id: str, stage: StageConfig,
+               device: torch.device) -> list[float] | None:
+    """Dice of WT, TC, ET for one preprocessed case (None without a label)."""
+    pc = load_preprocessed(root, case_id, mmap=True)
+    if pc.label is None:
+        return None
+    box = tumour_crop(pc.label, [p // 2 for p in stage.patch_size]) if stage.cascade_from else ()
+    image = torch.from_numpy(np.array(pc.image[(slice(None), *box)], dtype=np.float32))
+    logits = predict_logits(net, image, stage.val_window, device, stage.precision)
+    pred = probabilities_to_labels(logits_to_probabilities(logits, stage.target), stage.target)
+    p_reg, t_reg = labels_to_regions(pred), labels_to_regions(np.asarray(pc.label[box]))
+    return [dice(p_reg[i], t_reg[i]) for i in range(len(REGIONS))]
