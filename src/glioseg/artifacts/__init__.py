@@ -1,1 +1,1 @@
-"""Artifacts: run directories (what training writes and inference reads) and model bundles."""
+"""Artifacts: run directories (what training writes and inference reads), weights, resume rules and model bundles."""
