@@ -65,9 +65,9 @@ def random_stages(overlap: float):
     """Randomly initialised stages with the cpu preset's shapes (seeded)."""
     import torch
 
+    from glioseg.artifacts.rundir import build_stage_model
     from glioseg.config import cpu_preset
     from glioseg.inference.predictor import Stage
-    from glioseg.training.trainer import build_stage_model
 
     stages = {}
     for i, cfg in enumerate(cpu_preset().stages):

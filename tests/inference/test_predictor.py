@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from glioseg.artifacts.rundir import build_stage_model
+from glioseg.artifacts.weights import save_weights
 from glioseg.cli import app
 from glioseg.config import ModelConfig, StageConfig, TrainConfig, save_config
 from glioseg.data.layouts import find_cases
@@ -20,7 +22,6 @@ from glioseg.inference.postprocess import PostprocessConfig, save_postprocess
 from glioseg.inference.predictor import Predictor, Stage, run_folders
 from glioseg.labels import ET, get_scheme
 from glioseg.preprocessing.normalize import preprocess_case
-from glioseg.training.trainer import build_stage_model, save_weights
 
 runner = CliRunner()
 

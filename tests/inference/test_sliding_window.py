@@ -163,7 +163,7 @@ def test_softmax_activation_sums_to_one():
     torch.testing.assert_close(out.sum(1), torch.ones(2, 8, 8, 8))
 
 
-def test_deep_supervision_tuple_output_uses_first():
+def test_tuple_output_uses_the_first_tensor():
     class Tuple(nn.Module):
         def forward(self, x):
             return torch.zeros(x.shape[0], 3, *x.shape[2:]), torch.ones(x.shape[0], 3, 4, 4, 4)

@@ -110,8 +110,8 @@ def _set_threads(threads: int | None) -> None:
 def _load_predictor(model: str | None, folds: str | None, **options: Any) -> Predictor:
     """The model named by -m (the shipped one by default); exit with its error when it cannot load."""
     from glioseg.artifacts.bundles import BundleError, resolve_model
+    from glioseg.artifacts.weights import TrainError
     from glioseg.inference.predictor import Predictor
-    from glioseg.training.trainer import TrainError
 
     try:
         return Predictor.from_run(resolve_model(model), _parse_folds(folds), **options)
@@ -140,12 +140,12 @@ def tune_postprocess_cmd(
     precision: str = typer.Option("bf16", "--precision", help="bf16, fp16 (CUDA) or fp32."),
 ) -> None:
     """Choose the small-ET rule (and thresholds) on validation folds; write RUN_DIR/postprocess.json."""
+    from glioseg.artifacts.weights import TrainError
     from glioseg.inference.postprocess import save_postprocess, tune_postprocess
     from glioseg.inference.tuning import validation_probabilities
     from glioseg.preprocessing.normalize import PreprocessError
     from glioseg.preprocessing.splits import SplitError
     from glioseg.runtime import tune_allocator
-    from glioseg.training.trainer import TrainError
 
     tune_allocator()
     values = _parse_candidates(candidates)

@@ -103,7 +103,7 @@ def count_dropout(model: nn.Module) -> int:
 
 
 def _first_output(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    # deep-supervision networks may return (full-resolution, lower...) outputs
+    # a network with auxiliary heads may return (full-resolution, lower...) outputs
     return out if isinstance(out, torch.Tensor) else out[0]
 
 

@@ -175,7 +175,7 @@ class Predictor:
 
         Raises:
             FileNotFoundError: no run (or a requested fold) in the folder.
-            glioseg.training.checkpoint.TrainError: missing files or weights that do not fit the config.
+            glioseg.artifacts.weights.TrainError: missing files or weights that do not fit the config.
             ValueError: the runs of an ensemble disagree.
         """
         bundles, tuned = _load_runs(list(run) if isinstance(run, list | tuple) else [run], folds)

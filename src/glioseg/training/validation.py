@@ -20,7 +20,7 @@ from glioseg.inference.sliding_window import sliding_window_inference
 from glioseg.labels import REGIONS, labels_to_regions, probabilities_to_labels
 from glioseg.preprocessing.cache import load_preprocessed
 from glioseg.runtime import autocast_context
-from glioseg.utils import dice
+from glioseg.utils import bounding_box, dice
 
 
 def predict_logits(model: nn.Module, image: torch.Tensor, window: Sequence[int] | None,
@@ -49,12 +49,9 @@ def predict_logits(model: nn.Module, image: torch.Tensor, window: Sequence[int] 
 
 
 def tumour_crop(label: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...]:
-    """Bounding box of the tumour plus ``margin`` voxels (whole volume when there is none)."""
-    idx = np.nonzero(label)
-    if not idx[0].size:
-        return tuple(slice(None) for _ in label.shape)
-    return tuple(slice(max(0, int(i.min()) - m), min(n, int(i.max()) + 1 + m))
-                 for i, m, n in zip(idx, margin, label.shape, strict=True))
+    """Bounding box of the tumour plus ``margin`` voxels per axis (whole volume when there is none)."""
+    box = bounding_box(label != 0, margin=tuple(margin))
+    return box if box is not None else tuple(slice(None) for _ in label.shape)
 
 
 def logits_to_probabilities(logits: torch.Tensor, target: str) -> np.ndarray:
