@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import stat
 import tempfile
@@ -26,6 +28,8 @@ MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "glioseg-bundle/1"
 ALLOWED_SUFFIXES = (".safetensors", ".json", ".yaml", ".yml", ".txt", ".md", ".csv", ".png")
 MAX_BUNDLE_BYTES = 2 * 1024**3
+INSTALL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+"""An installed model's folder name: one plain path component."""
 
 
 class BundleError(Exception):
@@ -138,13 +142,75 @@ def _check_zip_member(info: zipfile.ZipInfo, zip_path: Path) -> PurePosixPath | 
     return _safe_relpath(info.filename, str(zip_path))
 
 
+def check_install_name(name: str, source: str) -> str:
+    """Return ``name`` if it is one plain folder name (no separators, ``.``, ``..``, leading dot or NUL).
+
+    Args:
+        name: the install name asked for.
+        source: where it came from, for the message (``--name`` or the bundle's manifest).
+
+    Raises:
+        BundleError: anything else; the message names the fix (``--name``).
+    """
+    if not INSTALL_NAME.fullmatch(name):
+        raise BundleError(f"install name {name!r} from {source} is not a plain folder name (letters, digits, "
+                          "'_', '-', '.', '+', not starting with '.', at most 100 characters); pass --name NAME")
+    return name
+
+
+def _manifest_name(manifest: dict[str, Any], zip_path: Path) -> str:
+    """The install name a bundle asks for: its manifest's ``name``, else the zip's stem."""
+    if "name" not in manifest:
+        return check_install_name(zip_path.stem, f"the file name {zip_path.name!r}")
+    return check_install_name(str(manifest["name"]), f"the manifest of {zip_path}")
+
+
+def _install_dest(models_home: Path, name: str) -> Path:
+    """``models_home/name``, refused unless it is (or will be) a real folder directly inside the models home."""
+    dest = models_home / name
+    home = models_home.resolve()
+    if dest.is_symlink() or dest.resolve().parent != home:
+        raise BundleError(f"{dest}: is a link or resolves outside the models home {home}; "
+                          "remove it yourself or pass another --name")
+    return dest
+
+
+def _make_scratch(models_home: Path) -> Path:
+    """An empty temporary folder inside the models home (so the final move is a rename on one file system)."""
+    try:
+        models_home.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".import-", dir=models_home))
+    except OSError as exc:
+        raise BundleError(f"{models_home}: cannot create or write the models home ({exc.strerror or exc}); "
+                          "pass --models-home FOLDER") from exc
+
+
+def _move_into_place(root: Path, dest: Path, scratch: Path, overwrite: bool) -> None:
+    """Rename ``root`` to ``dest``; an installed model is first moved aside into ``scratch`` and put back on failure."""
+    previous = None
+    if dest.exists() or dest.is_symlink():
+        if not overwrite:
+            raise BundleError(f"{dest}: a model named {dest.name!r} is already installed; pass --overwrite or --name")
+        previous = scratch / "previous"
+        os.rename(dest, previous)
+    try:
+        os.rename(root, dest)
+    except OSError as exc:
+        if previous is not None:
+            os.rename(previous, dest)
+        raise BundleError(f"{dest}: cannot move the new model into place ({exc.strerror or exc}); "
+                          "the installed one is unchanged") from exc
+
+
 def import_model(zip_path: Path | str, models_home: Path | str, name: str | None = None,
                  overwrite: bool = False) -> Path:
     """Install a zipped bundle safely into ``models_home/<name>``.
 
-    The zip is checked member by member (no absolute paths, no ``..``, no links, only allowed
-    file types, bounded size), extracted into a temporary folder, verified against its manifest,
-    and only then moved into place.
+    The install name must be one plain folder name. The zip is checked member by member (no
+    absolute paths, no ``..``, no links, only allowed file types, bounded size), extracted into a
+    temporary folder inside ``models_home``, verified against its manifest, and only then renamed
+    into place; with ``overwrite`` the installed model is moved aside first and removed only once
+    the new one is in place. Nothing outside ``models_home`` is ever removed.
 
     Args:
         zip_path: the bundle zip (files at its root or under one top folder).
@@ -156,25 +222,23 @@ def import_model(zip_path: Path | str, models_home: Path | str, name: str | None
         The installed bundle folder.
 
     Raises:
-        BundleError: unsafe or tampered bundle, or the target exists.
+        BundleError: unsafe name, unsafe or tampered bundle, the target exists, or the install failed.
     """
     zip_path, models_home = Path(zip_path), Path(models_home)
+    if name is not None:
+        check_install_name(name, "--name")
     if not zipfile.is_zipfile(zip_path):
         raise BundleError(f"{zip_path}: not a zip file; give a bundle made by `glioseg export-model`")
-    models_home.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(zip_path) as zf, tempfile.TemporaryDirectory(dir=models_home) as tmp:
-        _extract_checked(zf, zip_path, Path(tmp))
-        root = _bundle_root(Path(tmp), zip_path)
+    scratch = _make_scratch(models_home)
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            _extract_checked(zf, zip_path, scratch / "bundle")
+        root = _bundle_root(scratch / "bundle", zip_path)
         manifest = verify_bundle(root)
-        install_name = name or str(manifest.get("name") or zip_path.stem)
-        _safe_relpath(install_name + ".json", "install name")
-        dest = models_home / install_name
-        if dest.exists():
-            if not overwrite:
-                raise BundleError(f"{dest}: a model named {install_name!r} is already installed; "
-                                  "pass --overwrite or --name")
-            shutil.rmtree(dest)
-        root.rename(dest)
+        dest = _install_dest(models_home, name if name is not None else _manifest_name(manifest, zip_path))
+        _move_into_place(root, dest, scratch, overwrite)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return dest
 
 
