@@ -1,19 +1,63 @@
-"""The typer app, its error exit and the per-case progress bar shared by the commands."""
+"""The typer app, its error exit, its consoles and the per-case progress bar shared by the commands.
+
+Errors stay one line in logs and CI output: without a terminal, error messages, usage errors,
+tables and progress lines are printed without wrapping at rich's default 80 columns.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
+    from rich.console import Console
     from rich.progress import Progress
 
     from glioseg.data.nifti import Case
 
+# columns of a console writing to a file, a pipe or a CI log: long lines stay whole
+LOG_WIDTH = 10_000
+
+
+def _click_exception() -> type[Exception]:
+    """click's ClickException: typer >= 0.2x vendors click as ``typer._click``, older typer uses click."""
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            return importlib.import_module(name).ClickException
+        except ImportError:
+            continue
+    raise ImportError("neither typer._click nor click is installed; reinstall typer")
+
+
+class OneLineErrorGroup(TyperGroup):
+    """The ``glioseg`` group: without a terminal on stderr, usage errors are click's plain one-line
+    ``Error: ...`` instead of rich's boxed panel (which wraps at 80 columns in logs)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        if not standalone_mode or sys.stderr.isatty():
+            return super().main(args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except _click_exception() as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # help already printed by typer
+                exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="glioseg",
+    cls=OneLineErrorGroup,
     help="Brain tumour segmentation in multi-modal MRI (BraTS-style T1, T1ce, T2, FLAIR).",
     no_args_is_help=True,
     add_completion=False,
@@ -21,10 +65,25 @@ app = typer.Typer(
 )
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks (multi-line exception messages) joined by single spaces."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print an error in red on stderr and exit non-zero."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print ``error: <message>`` as one line on stderr (red on a terminal) and exit with ``code``."""
+    typer.secho(f"error: {one_line(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console for tables and progress: the terminal's width on a terminal, else no wrapping."""
+    from rich.console import Console
+
+    terminal = Console(stderr=stderr)
+    if terminal.is_terminal:
+        return terminal
+    return Console(stderr=stderr, width=LOG_WIDTH, soft_wrap=True)
 
 
 def check_label_scheme(name: str | None, flag: str = "--label-scheme") -> str | None:
@@ -49,7 +108,7 @@ class CaseBar:
 
         columns = (TextColumn(name), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.fields[last]}", markup=False))
-        self.progress: Progress = Progress(*columns, transient=False)
+        self.progress: Progress = Progress(*columns, transient=False, console=console())
         self.task = self.progress.add_task(name, total=total, last="")
 
     def __enter__(self) -> CaseBar:
@@ -65,7 +124,7 @@ class CaseBar:
 
         self.progress.update(self.task, advance=1, last=f"{case_id} {status}{note}")
         if status == "failed":
-            self.progress.console.print(f"[red]failed[/red] {escape(error or '')}")
+            self.progress.console.print(f"[red]failed[/red] {escape(one_line(error or ''))}")
 
 
 @app.callback()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from glioseg.cli.app import check_label_scheme, fail, read_one_case
+from glioseg.cli.app import check_label_scheme, console, fail, read_one_case
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from collections.abc import Sequence
@@ -27,14 +27,12 @@ def check(
     workers: int = typer.Option(1, "--workers", min=1, help="Cases read in parallel."),
 ) -> None:
     """Check every case's files (modalities, dimensions, geometry, values, labels); exit 1 if any fails."""
-    from rich.console import Console
-
     from glioseg.data.checks import check_dataset
     from glioseg.data.reports import report_lines, report_table, write_report_json
 
     report = check_dataset(dataset, label_scheme=check_label_scheme(label_scheme), layout=layout, workers=workers)
     if report.cases:
-        Console(width=120).print(report_table(report))
+        console().print(report_table(report))
     for line in report_lines(report):
         typer.echo(line)
     if json_report is not None:

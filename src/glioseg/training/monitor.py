@@ -7,6 +7,8 @@ from typing import Any
 
 from glioseg.training.checkpoint import Progress
 
+LOG_WIDTH = 10_000  # columns of the progress line when output goes to a file or CI log
+
 
 class Monitor:
     """TensorBoard scalars in ``RUN/<stage>/tb`` and a progress bar on the main process; silent elsewhere.
@@ -31,11 +33,15 @@ class Monitor:
             self._start_bar(progress, total)
 
     def _start_bar(self, progress: Progress, total: int) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as Bar
 
+        console = Console()
+        if not console.is_terminal:  # a log file or CI: the bar's line is not cut at 80 columns
+            console = Console(width=LOG_WIDTH, soft_wrap=True)
         self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TimeRemainingColumn())
+                       TimeElapsedColumn(), TimeRemainingColumn(), console=console)
         self.bar.start()
         self.task = self.bar.add_task("train", total=total, completed=progress.global_step)
 
