@@ -6,8 +6,12 @@ Every refusal is one line (``error: ...``, exit 1), never a traceback, and leave
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import pickle
+import random
+import struct
 import zipfile
 from pathlib import Path
 
@@ -56,7 +60,7 @@ def _import(*args: object) -> Result:
 def _assert_one_line_error(result: Result, *needles: str) -> None:
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.exception, result.output)
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) < 500, result.output
     assert "Traceback" not in result.output
     for needle in needles:
         assert needle in lines[0], lines[0]
@@ -141,3 +145,144 @@ def test_overwrite_keeps_the_old_install_when_the_move_fails(tmp_path, monkeypat
     assert calls and verify_bundle(home / "demo") == before
     assert (home / "demo" / "config.yaml").read_bytes() == b"a: 1\n"
     assert [p.name for p in home.iterdir()] == ["demo"]
+
+
+# --- corrupt or fake weights ------------------------------------------------------------------
+
+
+def _header_only(tensors: dict[str, object], data: bytes) -> bytes:
+    header = json.dumps(tensors).encode()
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def _torch_pickle() -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(3)}, buffer)
+    return buffer.getvalue()
+
+
+FAKE_WEIGHTS = {
+    "random_bytes": lambda: random.Random(0).randbytes(4096),
+    "empty": lambda: b"",
+    "truncated_data": lambda: _weights()[:-4],
+    "truncated_header": lambda: _weights()[:20],
+    "pickle": lambda: pickle.dumps({"w": [0.0] * 6}),
+    "torch_save_renamed": _torch_pickle,
+    "header_not_json": lambda: struct.pack("<Q", 5) + b"{{{{{",
+    "header_lies_about_sizes": lambda: _header_only({"w": {"dtype": "F32", "shape": [1000],
+                                                          "data_offsets": [0, 4000]}}, bytes(24)),
+    "shape_does_not_fit_offsets": lambda: _header_only({"w": {"dtype": "F32", "shape": [2],
+                                                             "data_offsets": [0, 12]}}, bytes(12)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FAKE_WEIGHTS))
+def test_import_refuses_fake_safetensors(tmp_path, kind):
+    home = tmp_path / "home"
+    files = {**_files(), "low/model.safetensors": FAKE_WEIGHTS[kind]()}  # the manifest's sha256 matches
+    result = _import(_zip(tmp_path / "b.zip", files), "--models-home", home)
+    _assert_one_line_error(result, "model.safetensors")
+    assert not home.exists() or not any(home.iterdir())
+
+
+def test_real_safetensors_pass_the_check(tmp_path):
+    from glioseg.artifacts.bundles import default_model_dir
+    from glioseg.artifacts.weights import safetensors_problem
+
+    assert safetensors_problem(default_model_dir() / "low" / "model.safetensors") is None
+    (tmp_path / "w.safetensors").write_bytes(_weights())
+    assert safetensors_problem(tmp_path / "w.safetensors") is None
+
+
+def _run_dir(tmp_path: Path, weights: bytes) -> Path:
+    """The shipped model's config and run.json (no manifest, so no sha256 check) with other weights."""
+    import shutil
+
+    from glioseg.artifacts.bundles import default_model_dir
+
+    run = tmp_path / "run"
+    (run / "low").mkdir(parents=True)
+    for name in ("config.yaml", "run.json"):
+        shutil.copyfile(default_model_dir() / name, run / name)
+    (run / "low" / "model.safetensors").write_bytes(weights)
+    return run
+
+
+@pytest.mark.parametrize("kind", [*sorted(FAKE_WEIGHTS), "weights_of_another_network"])
+def test_predict_with_fake_safetensors_is_one_line(make_synthetic_dataset, tmp_path, kind):
+    dataset = make_synthetic_dataset(layout="brats2017", n_cases=1)
+    weights = _weights() if kind == "weights_of_another_network" else FAKE_WEIGHTS[kind]()
+    run = _run_dir(tmp_path, weights)
+    result = runner.invoke(app, ["predict", "-i", str(dataset), "-o", str(tmp_path / "out"), "-m", str(run),
+                                 "--device", "cpu"])
+    _assert_one_line_error(result, str(run / "low" / "model.safetensors"))
+
+
+# --- corrupt zips -----------------------------------------------------------------------------
+
+
+def _patch_central_entry(path: Path, member: str, offset: int, value: int) -> Path:
+    """Overwrite one 4-byte field of ``member``'s central directory entry (16: CRC, 20: compressed size,
+    24: size)."""
+    data = bytearray(path.read_bytes())
+    entry = struct.unpack_from("<I", data, data.rfind(b"PK\x05\x06") + 16)[0]
+    while data[entry:entry + 4] == b"PK\x01\x02":
+        n, m, k = struct.unpack_from("<HHH", data, entry + 28)
+        if data[entry + 46:entry + 46 + n].decode() == member:
+            struct.pack_into("<I", data, entry + offset, value)
+            path.write_bytes(bytes(data))
+            return path
+        entry += 46 + n + m + k
+    raise AssertionError(f"{member} not in {path}")
+
+
+def _flip_member_data(path: Path, member: str) -> Path:
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        start = zf.getinfo(member).header_offset
+    n, m = struct.unpack_from("<HH", data, start + 26)
+    for i in range(3):
+        data[start + 30 + n + m + 10 + i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+WEIGHTS = "low/model.safetensors"
+CORRUPT_ZIPS = {
+    "bad_crc": lambda p: _patch_central_entry(_zip(p, _files()), WEIGHTS, 16, 0xDEADBEEF),
+    "flipped_stored_bytes": lambda p: _flip_member_data(_zip(p, _files(), compression=zipfile.ZIP_STORED), WEIGHTS),
+    "flipped_deflated_bytes": lambda p: _flip_member_data(_zip(p, _files()), WEIGHTS),
+    "size_smaller_than_data": lambda p: _patch_central_entry(_zip(p, _files()), WEIGHTS, 24, 10),
+    "size_larger_than_data": lambda p: _patch_central_entry(_zip(p, _files()), WEIGHTS, 24, 10_000),
+    "compressed_size_too_small": lambda p: _patch_central_entry(_zip(p, _files()), WEIGHTS, 20, 5),
+    "truncated_zip": lambda p: p.write_bytes(_zip(p, _files()).read_bytes()[:300]) and p,
+    "text_file": lambda p: p.write_text("hello") and p,
+    "empty_file": lambda p: p.write_bytes(b"") or p,
+    "missing_file": lambda p: p,
+    "a_folder": lambda p: p.mkdir() or p,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPT_ZIPS))
+def test_corrupt_zip_is_one_line(tmp_path, kind):
+    home = tmp_path / "home"
+    result = _import(CORRUPT_ZIPS[kind](tmp_path / "b.zip"), "--models-home", home)
+    _assert_one_line_error(result, "b.zip")
+    assert not home.exists() or not any(home.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["not_json", "not_utf8"])
+def test_import_refuses_broken_json(tmp_path, kind):
+    bad = b"{not json" if kind == "not_json" else b"\xff\xfe{}"
+    result = _import(_zip(tmp_path / "b.zip", {**_files(), "run.json": bad}), "--models-home", tmp_path / "home")
+    _assert_one_line_error(result, "run.json")
+
+
+def test_export_to_unusable_path_is_one_line(tmp_path):
+    home = tmp_path / "home"
+    import_model(_zip(tmp_path / "b.zip", _files()), home)
+    (tmp_path / "out").mkdir()
+    result = runner.invoke(app, ["export-model", str(home / "demo"), str(tmp_path / "out")])
+    _assert_one_line_error(result, "out")

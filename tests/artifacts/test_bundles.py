@@ -16,9 +16,12 @@ from glioseg.artifacts.bundles import (
 
 @pytest.fixture()
 def bundle(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
     root = tmp_path / "bundle"
     (root / "low").mkdir(parents=True)
-    (root / "low" / "model.safetensors").write_bytes(b"weights-low")
+    save_file({"w": torch.arange(6, dtype=torch.float32)}, str(root / "low" / "model.safetensors"))
     (root / "run.json").write_text(json.dumps({"stages": ["low"]}))
     (root / "config.yaml").write_text("a: 1\n")
     write_manifest(root, {"name": "demo"})

@@ -21,6 +21,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -30,6 +31,9 @@ ALLOWED_SUFFIXES = (".safetensors", ".json", ".yaml", ".yml", ".txt", ".md", ".c
 MAX_BUNDLE_BYTES = 2 * 1024**3
 INSTALL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
 """An installed model's folder name: one plain path component."""
+CHUNK_BYTES = 1 << 20
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
+"""What reading a damaged, encrypted or exotic zip member raises (bad CRC, bad stream, unknown method)."""
 
 
 class BundleError(Exception):
@@ -55,21 +59,26 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(bundle: Path) -> dict[str, Any]:
+def read_manifest(bundle: Path, label: str | None = None) -> dict[str, Any]:
     """Load ``manifest.json`` of a bundle.
+
+    Args:
+        bundle: bundle folder.
+        label: how messages name the bundle (default: its folder).
 
     Raises:
         BundleError: missing or invalid manifest.
     """
-    path = Path(bundle) / MANIFEST
+    path, shown = Path(bundle) / MANIFEST, label or str(bundle)
     if not path.is_file():
-        raise BundleError(f"{bundle}: no {MANIFEST}; this is not a glioseg model bundle")
+        raise BundleError(f"{shown}: no {MANIFEST}; this is not a glioseg model bundle")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
-    if manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{path}: not a {BUNDLE_FORMAT} manifest (needs 'format' and 'files')")
+        raise BundleError(f"{shown}/{MANIFEST}: not valid JSON ({_one_line(exc)})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT \
+            or not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{shown}/{MANIFEST}: not a {BUNDLE_FORMAT} manifest (needs 'format' and 'files')")
     return manifest
 
 
@@ -82,11 +91,13 @@ def _safe_relpath(name: str, where: str) -> PurePosixPath:
     return rel
 
 
-def verify_bundle(bundle: Path | str) -> dict[str, Any]:
+def verify_bundle(bundle: Path | str, label: str | None = None) -> dict[str, Any]:
     """Check every file of a bundle against the manifest's sha256.
 
     Args:
         bundle: bundle folder.
+        label: how messages name the bundle (default: its folder; import names the zip instead of
+            its temporary folder).
 
     Returns:
         The manifest.
@@ -95,20 +106,22 @@ def verify_bundle(bundle: Path | str) -> dict[str, Any]:
         BundleError: a file is missing, unlisted, of a forbidden type, or its sha256 differs.
     """
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    shown = label or str(bundle)
+    manifest = read_manifest(bundle, label)
     for name, expected in manifest["files"].items():
-        rel = _safe_relpath(name, str(bundle / MANIFEST))
+        rel = _safe_relpath(name, f"{shown}/{MANIFEST}")
         path = bundle / rel
         if not path.is_file():
-            raise BundleError(f"{bundle}: file {name} listed in the manifest is missing; reinstall the model")
+            raise BundleError(f"{shown}: file {name} listed in the manifest is missing; reinstall the model")
         actual = sha256_file(path)
         if actual != expected:
-            raise BundleError(f"{path}: sha256 {actual[:12]}... does not match the manifest "
+            raise BundleError(f"{shown}/{rel}: sha256 {actual[:12]}... does not match the manifest "
                               f"({str(expected)[:12]}...); the file was modified or corrupted, reinstall the model")
     listed = {str(PurePosixPath(n)) for n in manifest["files"]} | {MANIFEST}
     for path in bundle.rglob("*"):
-        if path.is_file() and path.relative_to(bundle).as_posix() not in listed:
-            raise BundleError(f"{path}: file not listed in the manifest; remove it or re-export the bundle")
+        rel_name = path.relative_to(bundle).as_posix()
+        if path.is_file() and rel_name not in listed:
+            raise BundleError(f"{shown}/{rel_name}: file not listed in the manifest; remove it or re-export the bundle")
     return manifest
 
 
@@ -208,9 +221,10 @@ def import_model(zip_path: Path | str, models_home: Path | str, name: str | None
 
     The install name must be one plain folder name. The zip is checked member by member (no
     absolute paths, no ``..``, no links, only allowed file types, bounded size), extracted into a
-    temporary folder inside ``models_home``, verified against its manifest, and only then renamed
-    into place; with ``overwrite`` the installed model is moved aside first and removed only once
-    the new one is in place. Nothing outside ``models_home`` is ever removed.
+    temporary folder inside ``models_home``, verified (sha256 against the manifest, safetensors
+    headers, JSON) and only then renamed into place; with ``overwrite`` the installed model is
+    moved aside first and removed only once the new one is in place. Nothing outside
+    ``models_home`` is ever removed, and a failed import leaves nothing behind.
 
     Args:
         zip_path: the bundle zip (files at its root or under one top folder).
@@ -222,37 +236,76 @@ def import_model(zip_path: Path | str, models_home: Path | str, name: str | None
         The installed bundle folder.
 
     Raises:
-        BundleError: unsafe name, unsafe or tampered bundle, the target exists, or the install failed.
+        BundleError: unsafe name, damaged, unsafe or tampered bundle, the target exists, or the
+            install failed; always one line naming the file and the fix.
     """
     zip_path, models_home = Path(zip_path), Path(models_home)
     if name is not None:
         check_install_name(name, "--name")
-    if not zipfile.is_zipfile(zip_path):
-        raise BundleError(f"{zip_path}: not a zip file; give a bundle made by `glioseg export-model`")
-    scratch = _make_scratch(models_home)
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            _extract_checked(zf, zip_path, scratch / "bundle")
-        root = _bundle_root(scratch / "bundle", zip_path)
-        manifest = verify_bundle(root)
-        dest = _install_dest(models_home, name if name is not None else _manifest_name(manifest, zip_path))
-        _move_into_place(root, dest, scratch, overwrite)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with _open_zip(zip_path) as zf:
+        scratch = _make_scratch(models_home)
+        try:
+            root = _extract_checked(zf, zip_path, scratch / "bundle")
+            manifest = verify_bundle(root, label=str(zip_path))
+            _check_contents(root, manifest, zip_path)
+            dest = _install_dest(models_home, name if name is not None else _manifest_name(manifest, zip_path))
+            _move_into_place(root, dest, scratch, overwrite)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return dest
 
 
-def _extract_checked(zf: zipfile.ZipFile, zip_path: Path, folder: Path) -> None:
-    """Extract a zip into ``folder`` after checking every member (paths, links, types, total size)."""
+def _open_zip(zip_path: Path) -> zipfile.ZipFile:
+    """Open a bundle zip; a missing, unreadable or damaged file is a one-line BundleError."""
+    fix = "give a bundle zip made by `glioseg export-model`"
+    if not zip_path.is_file():
+        raise BundleError(f"{zip_path}: {'is a folder' if zip_path.is_dir() else 'no such file'}; {fix}")
+    try:
+        return zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise BundleError(f"{zip_path}: not a zip file, or a damaged one ({_one_line(exc)}); {fix}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _extract_checked(zf: zipfile.ZipFile, zip_path: Path, folder: Path) -> Path:
+    """Extract a zip into ``folder`` after checking every member (paths, links, types, total size).
+
+    Returns:
+        The bundle's root inside ``folder`` (the zip's root or its one top folder).
+    """
     members = [(m, _check_zip_member(m, zip_path)) for m in zf.infolist()]
     if sum(m.file_size for m, _ in members) > MAX_BUNDLE_BYTES:
         raise BundleError(f"{zip_path}: uncompressed size exceeds {MAX_BUNDLE_BYTES} bytes; refused")
+    folder.mkdir()
     for member, rel in members:
         if rel is not None:
             target = folder.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(member) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            written = _copy_member(zf, member, target, zip_path)
+            if written != member.file_size:
+                raise BundleError(f"{zip_path}: member {member.filename!r} holds {written} bytes but the zip "
+                                  f"declares {member.file_size}; the zip is damaged, export or download it again")
+    return _bundle_root(folder, zip_path)
+
+
+def _copy_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, zip_path: Path) -> int:
+    """Stream one zip member into ``target`` in chunks; returns the bytes written."""
+    written = 0
+    try:
+        with zf.open(member) as src, open(target, "wb") as dst:
+            while block := src.read(CHUNK_BYTES):
+                written += len(block)
+                dst.write(block)
+    except ZIP_READ_ERRORS as exc:
+        raise BundleError(f"{zip_path}: member {member.filename!r} is damaged ({_one_line(exc)}); "
+                          "export or download the bundle again") from exc
+    except OSError as exc:
+        raise BundleError(f"{zip_path}: cannot extract {member.filename!r} into {target.parent} "
+                          f"({_one_line(exc)}); free some space or pass --models-home FOLDER") from exc
+    return written
 
 
 def _bundle_root(folder: Path, zip_path: Path) -> Path:
@@ -264,6 +317,25 @@ def _bundle_root(folder: Path, zip_path: Path) -> Path:
     raise BundleError(f"{zip_path}: no {MANIFEST} at the zip's root or in one top folder")
 
 
+def _check_contents(root: Path, manifest: dict[str, Any], zip_path: Path) -> None:
+    """Refuse listed weights that are not well-formed safetensors and JSON files that do not parse.
+
+    A matching sha256 proves only that the files are the ones the manifest's author listed.
+    """
+    from glioseg.artifacts.weights import safetensors_problem
+
+    fix = "the bundle is damaged or not made by glioseg; export or download it again"
+    for name in manifest["files"]:
+        path = root / name
+        if name.endswith(".safetensors") and (problem := safetensors_problem(path)):
+            raise BundleError(f"{zip_path}: member {name!r} is not a valid safetensors file ({problem}); {fix}")
+        if name.endswith(".json"):
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise BundleError(f"{zip_path}: member {name!r} is not valid JSON ({_one_line(exc)}); {fix}") from exc
+
+
 def export_model(bundle_dir: Path | str, zip_path: Path | str) -> Path:
     """Zip a verified bundle folder (files at the zip root), atomically.
 
@@ -272,7 +344,9 @@ def export_model(bundle_dir: Path | str, zip_path: Path | str) -> Path:
     """
     from glioseg.utils import atomic_write
 
-    bundle_dir = Path(bundle_dir)
+    bundle_dir, zip_path = Path(bundle_dir), Path(zip_path)
+    if zip_path.is_dir():
+        raise BundleError(f"{zip_path}: is a folder; give the path of the .zip file to write")
     manifest = verify_bundle(bundle_dir)
 
     def write(tmp: Path) -> None:
@@ -281,7 +355,7 @@ def export_model(bundle_dir: Path | str, zip_path: Path | str) -> Path:
             for name in manifest["files"]:
                 zf.write(bundle_dir / name, name)
 
-    return atomic_write(Path(zip_path), write)
+    return atomic_write(zip_path, write)
 
 
 def resolve_model(spec: Path | str | None, models_home: Path | str | None = None) -> Path:

@@ -20,6 +20,8 @@ def export_model_cmd(
         typer.echo(str(export_model(bundle_dir, out_zip)))
     except BundleError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"{out_zip}: cannot write the zip ({exc.strerror or exc}); choose another path")
 
 
 def import_model_cmd(
@@ -35,4 +37,6 @@ def import_model_cmd(
         dest = import_model(bundle_zip, models_home or default_models_home(), name, overwrite)
     except BundleError as exc:
         fail(str(exc))
+    except OSError as exc:  # the models home itself (permissions, disk), not the bundle
+        fail(f"{models_home or default_models_home()}: cannot install there ({exc}); pass --models-home FOLDER")
     typer.echo(f"installed {dest}  (use: glioseg predict -m {dest.name} ...)")
