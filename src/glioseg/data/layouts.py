@@ -3,8 +3,11 @@
 Layouts:
 
 - ``brats2017``: BraTS 2017-2021 folders ``<ID>/<ID>_{t1,t1ce,t2,flair}[_seg].nii.gz``, also
-  nested (``HGG/``, ``LGG/``) at any depth.
-- ``brats2023``: BraTS 2023+ folders ``<ID>/<ID>-{t1n,t1c,t2w,t2f}[-seg].nii.gz``.
+  nested (``HGG/``, ``LGG/``) at any depth, symlinked folders followed; patient folders of plain
+  ``{t1,t1ce,t2,flair}[,seg].nii.gz`` files take the folder's name as case ID.
+- ``brats2023``: BraTS 2023+ folders ``<ID>/<ID>-{t1n,t1c,t2w,t2f}[-seg].nii.gz`` (plain
+  ``t1n.nii.gz ...`` too). A dataset mixing both namings is refused (their labels differ), never
+  read in part.
 - ``msd``: MSD Task01 ``imagesTr/*.nii.gz`` 4-D (FLAIR, T1w, T1gd, T2w) + ``labelsTr`` +
   ``dataset.json``.
 - ``nnunet``: nnU-Net raw ``imagesTr/CASE_000{0..3}.nii.gz`` + ``labelsTr`` + ``dataset.json``
@@ -17,6 +20,7 @@ Channels always come out in the order of :data:`glioseg.data.nifti.MODALITIES` (
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +32,9 @@ from glioseg.labels import BG, ED, ET, NCR, RC, SCHEMES
 NII = (".nii.gz", ".nii")
 BRATS2017_SUFFIX = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
 BRATS2023_SUFFIX = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+BRATS_NAMING: dict[str, tuple[str, dict[str, str]]] = {  # layout -> (separator, modality suffixes)
+    "brats2017": ("_", BRATS2017_SUFFIX), "brats2023": ("-", BRATS2023_SUFFIX)}
+PLAIN_ID = ""  # group key of plain file names (``t1.nii.gz``): a file ID is never empty
 MSD_CHANNELS = ("flair", "t1", "t1ce", "t2")  # Task01 imagesTr channel order
 CHANNEL_NAME_ALIASES: dict[str, str] = {
     "t1": "t1", "t1w": "t1", "t1n": "t1", "native": "t1",
@@ -54,34 +61,48 @@ def strip_nii(name: str) -> str | None:
 
 
 def _nifti_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and strip_nii(p.name) is not None
-                  and not p.name.startswith("."))
+    """NIfTI files of a folder (hidden ones skipped); broken symlinks too, so that checks report them."""
+    return sorted(p for p in folder.iterdir() if (p.is_file() or (p.is_symlink() and not p.exists()))
+                  and strip_nii(p.name) is not None and not p.name.startswith("."))
+
+
+def folder_name(folder: Path) -> str:
+    """The name of a folder as the user means it (``.`` and ``..`` resolved, symlinks kept)."""
+    return Path(os.path.abspath(folder)).name
 
 
 def _group_brats_files(folder: Path, sep: str, suffixes: dict[str, str]) -> dict[str, dict[str, list[Path]]]:
-    """NIfTI files of one folder by file ID and suffix (``<ID><sep><suffix>``), for IDs with an image."""
+    """NIfTI files of one folder by file ID and suffix, for IDs with an image.
+
+    ``<ID><sep><suffix>`` files are grouped by ``<ID>``; plain ``<suffix>`` files (no ID in the
+    name, e.g. ``t1.nii.gz``) under the folder's own name.
+    """
     pattern = re.compile(rf"^(?P<id>.+){re.escape(sep)}(?P<suffix>[A-Za-z0-9]+)$")
     wanted = set(suffixes.values()) | {"seg"}
     groups: dict[str, dict[str, list[Path]]] = {}
     for path in _nifti_files(folder):
-        m = pattern.match(strip_nii(path.name) or "")
-        if m and m["suffix"].lower() in wanted:
+        stem = strip_nii(path.name) or ""
+        m = pattern.match(stem)
+        if stem.lower() in wanted:
+            groups.setdefault(PLAIN_ID, {}).setdefault(stem.lower(), []).append(path)
+        elif m and m["suffix"].lower() in wanted:
             groups.setdefault(m["id"], {}).setdefault(m["suffix"].lower(), []).append(path)
     return {i: g for i, g in groups.items() if set(g) & set(suffixes.values())}
 
 
-def _match_brats_folder(folder: Path, sep: str, suffixes: dict[str, str]) -> list[CaseFiles]:
+
+def _match_brats_folder(folder: Path, layout: str) -> list[CaseFiles]:
     """The cases in one folder of a BraTS layout: one for a case folder, several when the files
     of many cases lie flat in one folder, none when the folder holds no case of this layout.
 
     A modality given twice (e.g. ``X_t1.nii`` next to ``X_t1.nii.gz``) is recorded in
     ``CaseFiles.problems`` rather than raised, so that the other cases go on.
     """
+    sep, suffixes = BRATS_NAMING[layout]
     groups = _group_brats_files(folder, sep, suffixes)
-    layout = "brats2017" if sep == "_" else "brats2023"
     cases = []
     for file_id, by_suffix in sorted(groups.items()):
-        case_id = folder.name if len(groups) == 1 else file_id
+        case_id = folder_name(folder) if len(groups) == 1 or file_id == PLAIN_ID else file_id
         problems = tuple(f"duplicate '{suffix}' files {[p.name for p in paths]} in {folder}; keep one"
                          for suffix, paths in sorted(by_suffix.items()) if len(paths) > 1)
         images = {mod: ImageSource(by_suffix[suf][0]) for mod, suf in suffixes.items() if suf in by_suffix}
@@ -90,22 +111,47 @@ def _match_brats_folder(folder: Path, sep: str, suffixes: dict[str, str]) -> lis
     return cases
 
 
+def walk_folders(root: Path) -> list[Path]:
+    """``root`` and every folder below it, following symlinked folders (each real folder once,
+    so a link back up the tree neither loops nor repeats cases); hidden folders are skipped.
+
+    Paths are as reached from ``root`` (``data/LGG/X`` for ``LGG -> /other/disk/LGG``), sorted.
+    """
+    seen: set[tuple[int, int]] = set()
+    folders = []
+    for top, dirs, _ in os.walk(root, followlinks=True):
+        stat = os.stat(top)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        folders.append(Path(top))
+    return sorted(folders)
+
+
 def _find_brats(root: Path, layout: str | None = None) -> tuple[str, list[CaseFiles]] | None:
-    found: dict[str, list[CaseFiles]] = {"brats2017": [], "brats2023": []}
-    candidates = [(name, sep, suffixes) for name, sep, suffixes in
-                  (("brats2023", "-", BRATS2023_SUFFIX), ("brats2017", "_", BRATS2017_SUFFIX))
-                  if layout in (None, name)]
-    folders = [root, *sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))]
-    for folder in folders:
-        for name, sep, suffixes in candidates:
-            cases = _match_brats_folder(folder, sep, suffixes)
-            if cases:
-                found[name].extend(cases)
-                break
-    for name in ("brats2017", "brats2023"):
-        if found[name]:
-            return name, found[name]
-    return None
+    """The cases of a BraTS-layout tree; DatasetError when both namings occur and none was forced."""
+    found: dict[str, list[CaseFiles]] = {name: [] for name in BRATS_NAMING if layout in (None, name)}
+    for folder in walk_folders(root):
+        for name, cases in found.items():
+            cases.extend(_match_brats_folder(folder, name))
+    kinds = [name for name, cases in found.items() if cases]
+    if len(kinds) > 1:
+        raise DatasetError(_mixed_naming_message(root, found))
+    return (kinds[0], found[kinds[0]]) if kinds else None
+
+
+def _mixed_naming_message(root: Path, found: dict[str, list[CaseFiles]]) -> str:
+    """The one-line refusal of a tree mixing BraTS 2017-21 and 2023+ file names."""
+    def kind(name: str, title: str) -> str:
+        example = found[name][0]
+        return f"{len(found[name])} cases with {title} names (e.g. {_case_folder(example)})"
+
+    return (f"{root}: mixes {kind('brats2017', 'BraTS 2017-21 <ID>_t1.nii.gz')} and "
+            f"{kind('brats2023', 'BraTS 2023+ <ID>-t1n.nii.gz')}; their labels differ (4 = ET vs 3 = ET), so "
+            "glioseg reads one naming per dataset: move each kind into separate folders and run on each "
+            "(or force one with --layout brats2017 / --layout brats2023)")
 
 
 def _read_dataset_json(root: Path) -> dict:
@@ -275,14 +321,39 @@ def find_cases(root: Path | str, layout: str | None = None) -> list[CaseFiles]:
     return cases
 
 
+def _case_folder(case: CaseFiles) -> Path | None:
+    """The folder of a case's first file (image, else segmentation), or None without files."""
+    first = next(iter(case.images.values())).path if case.images else case.label
+    return first.parent if first is not None else None
+
+
 def _check_unique_ids(cases: Iterable[CaseFiles]) -> None:
+    """DatasetError for an unusable ID, or two cases whose outputs ``<ID>.nii.gz`` would collide
+    (equal IDs, or IDs equal but for case: one file on macOS/Windows disks)."""
     seen: dict[str, CaseFiles] = {}
     for case in cases:
-        if case.case_id in seen:
-            first = next(iter(seen[case.case_id].images.values())).path.parent
-            second = next(iter(case.images.values())).path.parent
-            raise DatasetError(f"case ID {case.case_id} appears twice ({first} and {second}); rename one")
-        seen[case.case_id] = case
+        check_case_id(case.case_id, f"the case in {_case_folder(case)}")
+        other = seen.get(case.case_id.casefold())
+        if other is not None and other.case_id == case.case_id:
+            raise DatasetError(f"case ID {case.case_id} appears twice ({_case_folder(other)} and "
+                               f"{_case_folder(case)}); rename one")
+        if other is not None:
+            raise DatasetError(f"case IDs {other.case_id} and {case.case_id} differ only in case "
+                               f"({_case_folder(other)} and {_case_folder(case)}): their outputs collide on "
+                               "case-insensitive disks; rename one")
+        seen[case.case_id.casefold()] = case
+
+
+def check_case_id(case_id: str, what: str) -> None:
+    """DatasetError unless ``case_id`` can name an output file (non-empty, no separator, not . or ..).
+
+    Args:
+        case_id: the ID.
+        what: the case or option it comes from, named in the message (e.g. ``"--case-id"``).
+    """
+    if not case_id.strip() or case_id in (".", "..") or "/" in case_id or "\\" in case_id:
+        raise DatasetError(f"case ID {case_id!r} of {what} cannot name an output file (empty, '.', '..' or "
+                           "with a path separator); rename the folder/files or give another case ID")
 
 
 def case_from_files(t1: Path | str, t1ce: Path | str, t2: Path | str, flair: Path | str,
@@ -292,13 +363,27 @@ def case_from_files(t1: Path | str, t1ce: Path | str, t2: Path | str, flair: Pat
     Args:
         t1, t1ce, t2, flair: the four modality files.
         seg: optional segmentation.
-        case_id: identifier; by default the T1 file name up to its last ``_``/``-``.
+        case_id: identifier; by default the T1 file name up to its last ``_``/``-``, or the T1's
+            folder name when that leaves no ID (plain ``t1.nii.gz``, ``_t1.nii.gz``).
 
     Returns:
         The case's files (layout ``files``).
+
+    Raises:
+        DatasetError: ``case_id`` cannot name an output file (empty, ``.``, ``..``, a separator).
     """
     if case_id is None:
-        stem = strip_nii(Path(t1).name) or Path(t1).stem
-        case_id = re.split(r"[_-](?=[^_-]+$)", stem)[0] if re.search(r"[_-]", stem) else stem
+        case_id = _id_from_file_name(Path(t1))
+    else:
+        check_case_id(case_id, "--case-id")
     images = {m: ImageSource(Path(p)) for m, p in zip(MODALITIES, (t1, t1ce, t2, flair), strict=True)}
     return CaseFiles(case_id, images, Path(seg) if seg is not None else None, "files", None)
+
+
+def _id_from_file_name(t1: Path) -> str:
+    """Case ID of a lone T1 file: its name up to the last ``_``/``-``, else its folder's name."""
+    stem = strip_nii(t1.name) or t1.stem
+    if stem.lower() in {*BRATS2017_SUFFIX.values(), *BRATS2023_SUFFIX.values()}:
+        return folder_name(t1.parent)
+    file_id = re.split(r"[_-](?=[^_-]+$)", stem)[0] if re.search(r"[_-]", stem) else stem
+    return file_id if file_id.strip(" ._-") else folder_name(t1.parent)
