@@ -286,3 +286,107 @@ def test_export_to_unusable_path_is_one_line(tmp_path):
     (tmp_path / "out").mkdir()
     result = runner.invoke(app, ["export-model", str(home / "demo"), str(tmp_path / "out")])
     _assert_one_line_error(result, "out")
+
+
+# --- size caps: zip bombs ---------------------------------------------------------------------
+
+MiB = 1024**2
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record how many bytes every read of a zip member returns."""
+    counts: list[int] = []
+    real_read = zipfile.ZipExtFile.read
+
+    def read(self, n=-1):
+        data = real_read(self, n)
+        counts.append(len(data))
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
+    return counts
+
+
+def test_member_larger_than_the_manifest_declares_is_stopped_while_extracting(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    honest = _files()
+    bomb = {**honest, "low/model.safetensors": bytes(12 * MiB)}  # 12 MiB of zeros (under the cap): a ~12 KiB zip
+    zip_path = _zip(tmp_path / "b.zip", bomb, described=honest)  # the manifest declares the real weights' size
+    reads = _count_reads(monkeypatch)
+    result = _import(zip_path, "--models-home", home)
+    _assert_one_line_error(result, "low/model.safetensors", "declares")
+    assert sum(reads) <= MiB  # stopped right after the declared size, not after 12 MiB
+    assert not any(home.iterdir())
+
+
+@pytest.mark.parametrize("sizes", [True, False], ids=["manifest_sizes", "legacy_manifest"])
+def test_bundle_expanding_past_the_cap_is_refused_before_writing(tmp_path, monkeypatch, sizes):
+    from glioseg.artifacts.bundles import extraction_cap
+
+    home = tmp_path / "home"
+    zip_path = _zip(tmp_path / "b.zip", {**_files(), "notes.txt": bytes(40 * MiB)}, sizes=sizes)  # honest manifest
+    assert zip_path.stat().st_size < MiB and extraction_cap(zip_path.stat().st_size) == 16 * MiB
+    reads = _count_reads(monkeypatch)
+    result = _import(zip_path, "--models-home", home)
+    _assert_one_line_error(result, "cap")
+    assert sum(reads) <= MiB
+    assert not any(home.iterdir())
+
+
+def test_absolute_cap(tmp_path, monkeypatch):
+    import glioseg.artifacts.bundles as bundles
+
+    monkeypatch.setattr(bundles, "MAX_BUNDLE_BYTES", MiB)
+    assert bundles.extraction_cap(10 * MiB) == MiB
+    files = {**_files(), "notes.txt": random.Random(0).randbytes(2 * MiB)}  # incompressible
+    result = _import(_zip(tmp_path / "b.zip", files, compression=zipfile.ZIP_STORED), "--models-home", tmp_path / "h")
+    _assert_one_line_error(result, "cap")
+    assert not any((tmp_path / "h").iterdir())
+
+
+def test_members_checked_before_extraction(tmp_path, monkeypatch):
+    files = _files()
+    dup = tmp_path / "dup.zip"
+    with zipfile.ZipFile(dup, "w") as zf:
+        zf.writestr("manifest.json", _manifest(files))
+        for member, data in files.items():
+            zf.writestr(member, data)
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zf.writestr("run.json", b'{"evil": 1}')
+    unlisted = _zip(tmp_path / "unlisted.zip", {**files, "extra.txt": b"x"}, described=files)
+    reads = _count_reads(monkeypatch)
+    _assert_one_line_error(_import(dup, "--models-home", tmp_path / "h"), "run.json", "twice")
+    _assert_one_line_error(_import(unlisted, "--models-home", tmp_path / "h"), "extra.txt", "not listed")
+    assert sum(reads) < 4096  # at most the manifests were read
+    assert not any((tmp_path / "h").iterdir())
+
+
+def test_bundle_under_one_top_folder_installs(tmp_path):
+    files = _files()
+    path = tmp_path / "top.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("demo-v2/manifest.json", _manifest(files))
+        for member, data in files.items():
+            zf.writestr(f"demo-v2/{member}", data)
+    installed = import_model(path, tmp_path / "home")
+    assert installed == tmp_path / "home" / "demo" and verify_bundle(installed)["name"] == "demo"
+    assert [p.name for p in (tmp_path / "home").iterdir()] == ["demo"]
+
+
+BAD_MANIFESTS = {
+    "a_list": b"[]",
+    "not_json": b"{oops",
+    "no_files": json.dumps({"format": "glioseg-bundle/1", "name": "demo"}).encode(),
+    "sizes_not_counts": json.dumps({"format": "glioseg-bundle/1", "name": "demo", "files": {},
+                                    "sizes": {"run.json": "big"}}).encode(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_MANIFESTS))
+def test_bad_manifest_is_one_line(tmp_path, kind):
+    path = tmp_path / "b.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", BAD_MANIFESTS[kind])
+    result = _import(path, "--models-home", tmp_path / "home")
+    _assert_one_line_error(result, "b.zip", "manifest.json")
+    assert not any((tmp_path / "home").iterdir())

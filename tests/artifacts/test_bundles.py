@@ -35,8 +35,20 @@ def test_verify_ok(bundle):
 
 
 def test_tampered_file_refused(bundle):
-    (bundle / "low" / "model.safetensors").write_bytes(b"weights-evil")
+    weights = bundle / "low" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, other content
+    weights.write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"model.safetensors: sha256 .* does not match"):
+        verify_bundle(bundle)
+
+
+def test_manifest_declares_sizes_and_they_are_checked(bundle):
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    weights = bundle / "low" / "model.safetensors"
+    assert manifest["sizes"] == {name: (bundle / name).stat().st_size for name in manifest["files"]}
+    weights.write_bytes(weights.read_bytes() + b"x")
+    with pytest.raises(BundleError, match=r"model.safetensors: \d+ bytes, the manifest declares \d+"):
         verify_bundle(bundle)
 
 
@@ -99,7 +111,7 @@ def test_tampered_zip_refused(bundle, tmp_path):
         zf.writestr("run.json", "{}")
         zf.writestr("config.yaml", "a: 1\n")
         zf.writestr("low/model.safetensors", b"other")
-    with pytest.raises(BundleError, match="does not match"):
+    with pytest.raises(BundleError, match=r"does not match|bytes but the manifest declares"):
         import_model(path, tmp_path / "home")
     assert not (tmp_path / "home" / "demo").exists()
 

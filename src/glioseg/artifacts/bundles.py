@@ -4,11 +4,13 @@ A *bundle* is a run directory trimmed to what prediction needs (``config.yaml``,
 ``<stage>/model.safetensors``) plus ``manifest.json``::
 
     {"format": "glioseg-bundle/1", "name": ..., "files": {"low/model.safetensors": "<sha256>", ...},
-     "label_scheme": ..., "training": {...}, "validation": {...}, ...}
+     "sizes": {"low/model.safetensors": <bytes>, ...}, "label_scheme": ..., "training": {...}, ...}
 
-Every file listed is checked against its sha256 before a model is loaded; a bundle with a file
-that is not listed, or a listed file that is missing, is refused. Import accepts only a zip of
-such a bundle: no absolute paths, no ``..``, no links, no pickles (safetensors, JSON, YAML, text).
+Every file listed is checked against its sha256 (and its size, where declared; older bundles have
+no ``sizes``) before a model is loaded; a bundle with a file that is not listed, or a listed file
+that is missing, is refused. Import accepts only a zip of such a bundle: no absolute paths, no
+``..``, no links, no pickles (safetensors, JSON, YAML, text), sizes capped while extracting, and an
+install name that is one plain folder name; it never removes anything outside the models home.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ MAX_BUNDLE_BYTES = 2 * 1024**3
 INSTALL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
 """An installed model's folder name: one plain path component."""
 CHUNK_BYTES = 1 << 20
+MAX_EXPANSION = 10
+MIN_CAP_BYTES = 16 * 1024**2
+MAX_MANIFEST_BYTES = 16 * 1024**2
+MAX_MEMBERS = 10_000
+CAP_RULE = "10x the zip's size, at least 16 MiB, at most 2 GiB"
 ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
 """What reading a damaged, encrypted or exotic zip member raises (bad CRC, bad stream, unknown method)."""
 
@@ -108,15 +115,10 @@ def verify_bundle(bundle: Path | str, label: str | None = None) -> dict[str, Any
     bundle = Path(bundle)
     shown = label or str(bundle)
     manifest = read_manifest(bundle, label)
+    sizes = declared_sizes(manifest, shown)
     for name, expected in manifest["files"].items():
         rel = _safe_relpath(name, f"{shown}/{MANIFEST}")
-        path = bundle / rel
-        if not path.is_file():
-            raise BundleError(f"{shown}: file {name} listed in the manifest is missing; reinstall the model")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise BundleError(f"{shown}/{rel}: sha256 {actual[:12]}... does not match the manifest "
-                              f"({str(expected)[:12]}...); the file was modified or corrupted, reinstall the model")
+        _check_listed_file(bundle / rel, f"{shown}/{rel}", str(expected), sizes.get(str(rel)))
     listed = {str(PurePosixPath(n)) for n in manifest["files"]} | {MANIFEST}
     for path in bundle.rglob("*"):
         rel_name = path.relative_to(bundle).as_posix()
@@ -125,8 +127,33 @@ def verify_bundle(bundle: Path | str, label: str | None = None) -> dict[str, Any
     return manifest
 
 
+def _check_listed_file(path: Path, shown: str, sha256: str, size: int | None) -> None:
+    """One listed file: present, of the declared size (when declared) and with the declared sha256."""
+    fix = "the file was modified or corrupted, reinstall the model"
+    if not path.is_file():
+        raise BundleError(f"{shown}: listed in the manifest but missing; reinstall the model")
+    if size is not None and path.stat().st_size != size:
+        raise BundleError(f"{shown}: {path.stat().st_size} bytes, the manifest declares {size}; {fix}")
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise BundleError(f"{shown}: sha256 {actual[:12]}... does not match the manifest ({sha256[:12]}...); {fix}")
+
+
+def declared_sizes(manifest: dict[str, Any], where: str) -> dict[str, int]:
+    """The byte size of each file the manifest declares (``sizes``; empty for older bundles).
+
+    Raises:
+        BundleError: ``sizes`` is not a map of file names to byte counts.
+    """
+    sizes = manifest.get("sizes", {})
+    if not isinstance(sizes, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                              for v in sizes.values()):
+        raise BundleError(f"{where}/{MANIFEST}: 'sizes' must map file names to byte counts; re-export the bundle")
+    return {str(PurePosixPath(k)): v for k, v in sizes.items()}
+
+
 def write_manifest(bundle: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Hash every file of a bundle folder and write its manifest (atomically).
+    """Hash every file of a bundle folder and write its manifest (sha256 and size per file, atomically).
 
     Args:
         bundle: folder with config.yaml, run.json, stage weights.
@@ -141,7 +168,8 @@ def write_manifest(bundle: Path, info: dict[str, Any]) -> dict[str, Any]:
              for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST}
     for name in files:
         _safe_relpath(name, str(bundle))
-    manifest = {"format": BUNDLE_FORMAT, **info, "files": files}
+    sizes = {name: (bundle / name).stat().st_size for name in files}
+    manifest = {"format": BUNDLE_FORMAT, **info, "files": files, "sizes": sizes}
     atomic_write(bundle / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
     return manifest
 
@@ -198,21 +226,24 @@ def _make_scratch(models_home: Path) -> Path:
                           "pass --models-home FOLDER") from exc
 
 
-def _move_into_place(root: Path, dest: Path, scratch: Path, overwrite: bool) -> None:
-    """Rename ``root`` to ``dest``; an installed model is first moved aside into ``scratch`` and put back on failure."""
-    previous = None
-    if dest.exists() or dest.is_symlink():
-        if not overwrite:
-            raise BundleError(f"{dest}: a model named {dest.name!r} is already installed; pass --overwrite or --name")
-        previous = scratch / "previous"
-        os.rename(dest, previous)
+def _move_into_place(root: Path, dest: Path, overwrite: bool) -> None:
+    """Rename ``root`` to ``dest``; an installed model is first moved aside, put back if the move fails,
+    and removed only once the new one is in place."""
+    if not (dest.exists() or dest.is_symlink()):
+        os.rename(root, dest)
+        return
+    if not overwrite:
+        raise BundleError(f"{dest}: a model named {dest.name!r} is already installed; pass --overwrite or --name")
+    aside = Path(tempfile.mkdtemp(prefix=".previous-", dir=dest.parent))
+    os.rename(dest, aside / dest.name)
     try:
         os.rename(root, dest)
     except OSError as exc:
-        if previous is not None:
-            os.rename(previous, dest)
+        os.rename(aside / dest.name, dest)
+        aside.rmdir()
         raise BundleError(f"{dest}: cannot move the new model into place ({exc.strerror or exc}); "
                           "the installed one is unchanged") from exc
+    shutil.rmtree(aside)
 
 
 def import_model(zip_path: Path | str, models_home: Path | str, name: str | None = None,
@@ -220,11 +251,12 @@ def import_model(zip_path: Path | str, models_home: Path | str, name: str | None
     """Install a zipped bundle safely into ``models_home/<name>``.
 
     The install name must be one plain folder name. The zip is checked member by member (no
-    absolute paths, no ``..``, no links, only allowed file types, bounded size), extracted into a
-    temporary folder inside ``models_home``, verified (sha256 against the manifest, safetensors
-    headers, JSON) and only then renamed into place; with ``overwrite`` the installed model is
-    moved aside first and removed only once the new one is in place. Nothing outside
-    ``models_home`` is ever removed, and a failed import leaves nothing behind.
+    absolute paths, no ``..``, no links, only allowed file types, sizes capped while extracting:
+    :func:`extraction_cap`), extracted into a temporary folder inside ``models_home``, verified
+    (sha256 and sizes against the manifest, safetensors headers, JSON) and only then renamed into
+    place; with ``overwrite`` the installed model is moved aside first and removed only once the
+    new one is in place. Nothing outside ``models_home`` is ever removed, and a failed import
+    leaves nothing behind.
 
     Args:
         zip_path: the bundle zip (files at its root or under one top folder).
@@ -236,8 +268,8 @@ def import_model(zip_path: Path | str, models_home: Path | str, name: str | None
         The installed bundle folder.
 
     Raises:
-        BundleError: unsafe name, damaged, unsafe or tampered bundle, the target exists, or the
-            install failed; always one line naming the file and the fix.
+        BundleError: unsafe name, damaged, oversized, unsafe or tampered bundle, the target exists,
+            or the install failed; always one line naming the file and the fix.
     """
     zip_path, models_home = Path(zip_path), Path(models_home)
     if name is not None:
@@ -245,13 +277,32 @@ def import_model(zip_path: Path | str, models_home: Path | str, name: str | None
     with _open_zip(zip_path) as zf:
         scratch = _make_scratch(models_home)
         try:
-            root = _extract_checked(zf, zip_path, scratch / "bundle")
-            manifest = verify_bundle(root, label=str(zip_path))
-            _check_contents(root, manifest, zip_path)
-            dest = _install_dest(models_home, name if name is not None else _manifest_name(manifest, zip_path))
-            _move_into_place(root, dest, scratch, overwrite)
+            return _install(zf, zip_path, (models_home, scratch / "bundle"), name, overwrite)
+        except OSError as exc:
+            raise BundleError(f"{models_home}: cannot install {zip_path.name} there ({_one_line(exc)}); "
+                              "free some space, check its permissions or pass --models-home FOLDER") from exc
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _install(zf: zipfile.ZipFile, zip_path: Path, places: tuple[Path, Path], name: str | None,
+             overwrite: bool) -> Path:
+    """Extract into a temporary folder, verify, and rename into place; returns the install.
+
+    Args:
+        places: (the models home, the temporary folder to create inside it).
+    """
+    models_home, folder = places
+    members, cap = _checked_members(zf, zip_path)
+    folder.mkdir()
+    manifest, room = _extract_manifest(zf, members.pop(MANIFEST), folder, zip_path, cap)
+    dest = _install_dest(models_home, name if name is not None else _manifest_name(manifest, zip_path))
+    if (dest.exists() or dest.is_symlink()) and not overwrite:  # say so before extracting the weights
+        raise BundleError(f"{dest}: a model named {dest.name!r} is already installed; pass --overwrite or --name")
+    _extract_listed(zf, members, manifest, folder, zip_path, (room, cap))
+    manifest = verify_bundle(folder, label=str(zip_path))
+    _check_contents(folder, manifest, zip_path)
+    _move_into_place(folder, dest, overwrite)
     return dest
 
 
@@ -270,34 +321,124 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _extract_checked(zf: zipfile.ZipFile, zip_path: Path, folder: Path) -> Path:
-    """Extract a zip into ``folder`` after checking every member (paths, links, types, total size).
+def extraction_cap(zip_bytes: int) -> int:
+    """Most bytes an import extracts from a zip of ``zip_bytes`` bytes.
+
+    A bundle is mostly float weights, which barely compress, so ten times the zip's size (at least
+    16 MiB for small bundles of text, at most :data:`MAX_BUNDLE_BYTES`) is far above any real one.
+    """
+    return min(MAX_BUNDLE_BYTES, max(MAX_EXPANSION * zip_bytes, MIN_CAP_BYTES))
+
+
+def _checked_members(zf: zipfile.ZipFile, zip_path: Path) -> tuple[dict[str, zipfile.ZipInfo], int]:
+    """The zip's members by bundle-relative name, checked before anything is written, and the size cap.
+
+    Checked: member paths, links, file types, duplicates, and the declared total against
+    :func:`extraction_cap`.
+    """
+    members = _bundle_members(zf, zip_path)
+    cap = extraction_cap(zip_path.stat().st_size)
+    declared = sum(info.file_size for info in members.values())
+    if declared > cap:
+        raise BundleError(f"{zip_path}: declares {declared} bytes uncompressed, more than the cap of {cap} "
+                          f"({CAP_RULE}); refused (a zip bomb?)")
+    return members, cap
+
+
+def _extract_listed(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], manifest: dict[str, Any],
+                    folder: Path, zip_path: Path, budget: tuple[int, int]) -> None:
+    """Extract every member but the manifest, in chunks, each stopped as soon as it passes its
+    declared size (the manifest's ``sizes``, else the zip's own) or the running total passes the cap.
+
+    Args:
+        budget: (bytes left under the cap, the cap).
+
+    Raises:
+        BundleError: a member not listed in the manifest (before anything is written), or one too large.
+    """
+    listed, sizes = {str(PurePosixPath(n)) for n in manifest["files"]}, declared_sizes(manifest, str(zip_path))
+    for name in members:
+        if name not in listed:
+            raise BundleError(f"{zip_path}: member {name!r} is not listed in the manifest; refused")
+    room, cap = budget
+    for name, info in members.items():
+        size, source = (sizes[name], "the manifest") if name in sizes else (info.file_size, "the zip")
+        room -= _extract_member(zf, info, folder / name, zip_path, (size, source), (room, cap))
+
+
+def _extract_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo, folder: Path, zip_path: Path,
+                      cap: int) -> tuple[dict[str, Any], int]:
+    """Extract and read the manifest; returns it and the bytes left under the cap."""
+    if info.file_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{zip_path}: {MANIFEST} is {info.file_size} bytes, more than {MAX_MANIFEST_BYTES}; refused")
+    written = _extract_member(zf, info, folder / MANIFEST, zip_path, (info.file_size, "the zip"), (cap, cap))
+    return read_manifest(folder, str(zip_path)), cap - written
+
+
+def _bundle_members(zf: zipfile.ZipFile, zip_path: Path) -> dict[str, zipfile.ZipInfo]:
+    """The zip's files by bundle-relative name (one top folder stripped), each checked; the manifest among them."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise BundleError(f"{zip_path}: {len(infos)} members; a bundle has a handful, refused")
+    files = [(info, rel) for info in infos if (rel := _check_zip_member(info, zip_path)) is not None]
+    prefix = _top_folder([rel for _, rel in files], zip_path)
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info, rel in files:
+        name = str(rel.relative_to(prefix)) if prefix else str(rel)
+        if name in members:
+            raise BundleError(f"{zip_path}: member {name!r} appears twice; refused")
+        members[name] = info
+    return members
+
+
+def _top_folder(names: list[PurePosixPath], zip_path: Path) -> str:
+    """``""`` when the manifest is at the zip's root, else the one top folder that holds everything."""
+    if PurePosixPath(MANIFEST) in names:
+        return ""
+    tops = {n.parts[0] for n in names if len(n.parts) > 1}
+    top = next(iter(tops), "")
+    if len(tops) == 1 and all(len(n.parts) > 1 for n in names) and PurePosixPath(top, MANIFEST) in names:
+        return top
+    raise BundleError(f"{zip_path}: no {MANIFEST} at the zip's root or in one top folder holding everything")
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, zip_path: Path,
+                    declared: tuple[int, str], budget: tuple[int, int]) -> int:
+    """Write one member to ``target``, refused unless it is exactly its declared size and fits the cap.
+
+    Args:
+        declared: (size, who declares it: "the manifest" or "the zip").
+        budget: (bytes left under the cap, the cap).
 
     Returns:
-        The bundle's root inside ``folder`` (the zip's root or its one top folder).
+        The bytes written.
     """
-    members = [(m, _check_zip_member(m, zip_path)) for m in zf.infolist()]
-    if sum(m.file_size for m, _ in members) > MAX_BUNDLE_BYTES:
-        raise BundleError(f"{zip_path}: uncompressed size exceeds {MAX_BUNDLE_BYTES} bytes; refused")
-    folder.mkdir()
-    for member, rel in members:
-        if rel is not None:
-            target = folder.joinpath(*rel.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written = _copy_member(zf, member, target, zip_path)
-            if written != member.file_size:
-                raise BundleError(f"{zip_path}: member {member.filename!r} holds {written} bytes but the zip "
-                                  f"declares {member.file_size}; the zip is damaged, export or download it again")
-    return _bundle_root(folder, zip_path)
+    (size, source), (room, cap) = declared, budget
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = _copy_member(zf, info, target, zip_path, min(size, room))
+    if written is None and size <= room:
+        raise BundleError(f"{zip_path}: member {info.filename!r} decompresses to more than the {size} bytes "
+                          f"{source} declares; refused (damaged, or a zip bomb)")
+    if written is None:
+        raise BundleError(f"{zip_path}: extracting {info.filename!r} passes the cap of {cap} bytes ({CAP_RULE}); "
+                          "refused (a zip bomb?)")
+    for expected, who in ((size, source), (info.file_size, "the zip")):
+        if written != expected:
+            raise BundleError(f"{zip_path}: member {info.filename!r} holds {written} bytes but {who} declares "
+                              f"{expected}; the zip is damaged, export or download it again")
+    return written
 
 
-def _copy_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, zip_path: Path) -> int:
-    """Stream one zip member into ``target`` in chunks; returns the bytes written."""
+def _copy_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, zip_path: Path,
+                 limit: int) -> int | None:
+    """Stream one zip member into ``target`` in chunks; the bytes written, or None once it passes ``limit``."""
     written = 0
     try:
         with zf.open(member) as src, open(target, "wb") as dst:
-            while block := src.read(CHUNK_BYTES):
+            while block := src.read(min(CHUNK_BYTES, limit + 1 - written)):
                 written += len(block)
+                if written > limit:
+                    return None
                 dst.write(block)
     except ZIP_READ_ERRORS as exc:
         raise BundleError(f"{zip_path}: member {member.filename!r} is damaged ({_one_line(exc)}); "
@@ -306,15 +447,6 @@ def _copy_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, zip
         raise BundleError(f"{zip_path}: cannot extract {member.filename!r} into {target.parent} "
                           f"({_one_line(exc)}); free some space or pass --models-home FOLDER") from exc
     return written
-
-
-def _bundle_root(folder: Path, zip_path: Path) -> Path:
-    if (folder / MANIFEST).is_file():
-        return folder
-    subdirs = [p for p in folder.iterdir() if p.is_dir()]
-    if len(subdirs) == 1 and (subdirs[0] / MANIFEST).is_file():
-        return subdirs[0]
-    raise BundleError(f"{zip_path}: no {MANIFEST} at the zip's root or in one top folder")
 
 
 def _check_contents(root: Path, manifest: dict[str, Any], zip_path: Path) -> None:
