@@ -109,3 +109,7 @@ def region_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.array([dice(p[i], t[i]) for i in range(len(REGIONS))])
 
 
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's message on one line (its type name when it has none), cut at ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."

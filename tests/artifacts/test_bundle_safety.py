@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from glioseg.artifacts.bundles import BundleError, import_model, verify_bundle
+from glioseg.artifacts.bundles import BundleError, verify_bundle
+from glioseg.artifacts.install import import_model
 from glioseg.cli import app
 
 runner = CliRunner()
@@ -321,7 +322,7 @@ def test_member_larger_than_the_manifest_declares_is_stopped_while_extracting(tm
 
 @pytest.mark.parametrize("sizes", [True, False], ids=["manifest_sizes", "legacy_manifest"])
 def test_bundle_expanding_past_the_cap_is_refused_before_writing(tmp_path, monkeypatch, sizes):
-    from glioseg.artifacts.bundles import extraction_cap
+    from glioseg.artifacts.install import extraction_cap
 
     home = tmp_path / "home"
     zip_path = _zip(tmp_path / "b.zip", {**_files(), "notes.txt": bytes(40 * MiB)}, sizes=sizes)  # honest manifest
@@ -334,10 +335,10 @@ def test_bundle_expanding_past_the_cap_is_refused_before_writing(tmp_path, monke
 
 
 def test_absolute_cap(tmp_path, monkeypatch):
-    import glioseg.artifacts.bundles as bundles
+    import glioseg.artifacts.install as install
 
-    monkeypatch.setattr(bundles, "MAX_BUNDLE_BYTES", MiB)
-    assert bundles.extraction_cap(10 * MiB) == MiB
+    monkeypatch.setattr(install, "MAX_BUNDLE_BYTES", MiB)
+    assert install.extraction_cap(10 * MiB) == MiB
     files = {**_files(), "notes.txt": random.Random(0).randbytes(2 * MiB)}  # incompressible
     result = _import(_zip(tmp_path / "b.zip", files, compression=zipfile.ZIP_STORED), "--models-home", tmp_path / "h")
     _assert_one_line_error(result, "cap")

@@ -3,15 +3,8 @@ import zipfile
 
 import pytest
 
-from glioseg.artifacts.bundles import (
-    MANIFEST,
-    BundleError,
-    export_model,
-    import_model,
-    resolve_model,
-    verify_bundle,
-    write_manifest,
-)
+from glioseg.artifacts.bundles import MANIFEST, BundleError, resolve_model, verify_bundle, write_manifest
+from glioseg.artifacts.install import export_model, import_model
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from glioseg.utils import atomic_write
+from glioseg.utils import atomic_write, one_line
 
 INFERENCE_KEYS: tuple[str, ...] = ("model", "target", "spacing_mm", "patch_size", "val_window")
 """Stage settings that a stage's weights and their use at inference depend on."""
@@ -133,11 +133,6 @@ def check_safetensors(path: Path) -> None:
                          "train the stage again or get a fresh copy of the model")
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _fit_problem(model: nn.Module, state: dict[str, Tensor]) -> str | None:
     """How a state dict does not fit a network (missing, unknown, other shape), in one short line, or None."""
     expected = model.state_dict()
@@ -174,7 +169,7 @@ def load_weights(model: nn.Module, path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as fh:
             metadata = dict(fh.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
-        raise TrainError(f"{path}: cannot read the weights ({_one_line(exc)}); "
+        raise TrainError(f"{path}: cannot read the weights ({one_line(exc, limit=200)}); "
                          "train the stage again or get a fresh copy of the model") from exc
     fit = "the config.yaml next to it must be the one it was trained with"
     if problem := _fit_problem(unwrap(model), state):
@@ -182,5 +177,6 @@ def load_weights(model: nn.Module, path: Path) -> dict[str, str]:
     try:
         unwrap(model).load_state_dict(state)
     except RuntimeError as exc:
-        raise TrainError(f"{path}: weights do not fit the configured network ({_one_line(exc)}); {fit}") from exc
+        reason = one_line(exc, limit=200)
+        raise TrainError(f"{path}: weights do not fit the configured network ({reason}); {fit}") from exc
     return metadata

@@ -14,7 +14,8 @@ def export_model_cmd(
     out_zip: Path = typer.Argument(..., help="Zip to write."),
 ) -> None:
     """Zip a verified model bundle for sharing."""
-    from glioseg.artifacts.bundles import BundleError, export_model
+    from glioseg.artifacts.bundles import BundleError
+    from glioseg.artifacts.install import export_model
 
     try:
         typer.echo(str(export_model(bundle_dir, out_zip)))
@@ -31,7 +32,8 @@ def import_model_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an installed model of that name."),
 ) -> None:
     """Install a model bundle safely (sha256 verified, no paths outside the target, no pickle)."""
-    from glioseg.artifacts.bundles import BundleError, default_models_home, import_model
+    from glioseg.artifacts.bundles import BundleError, default_models_home
+    from glioseg.artifacts.install import import_model
 
     try:
         dest = import_model(bundle_zip, models_home or default_models_home(), name, overwrite)
