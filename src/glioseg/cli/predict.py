@@ -17,29 +17,79 @@ if TYPE_CHECKING:  # annotations only: the modules are imported inside the comma
 
 
 def _parse_folds(text: str | None) -> list[int] | None:
+    """``--folds 0,1,2`` -> [0, 1, 2] (None: all folds); exit naming the flag when malformed."""
     if not text:
         return None
+    items = [f for f in text.replace(" ", "").split(",") if f]
+    if not items or not all(f.isdigit() for f in items) or len(set(map(int, items))) != len(items):
+        fail(f"--folds {text!r}: give distinct fold numbers (0, 1, ...) separated by commas, e.g. --folds 0,1,2")
+    return [int(f) for f in items]
+
+
+def _check_options(overlap: float, margin: float, tta: str, precision: str, num_shards: int,
+                   shard_id: int) -> None:
+    """Exit with one line naming the flag when a value is out of range (before anything is read)."""
+    from glioseg.config import PRECISIONS
+    from glioseg.inference.batch import shard_problem
+    from glioseg.inference.ensemble import parse_flips
+
+    if not 0.0 <= overlap < 1.0:
+        fail(f"--overlap {overlap:g}: must be in [0, 1) (the share of a window that neighbouring tiles "
+             "overlap), e.g. --overlap 0.5")
+    if margin < 0:
+        fail(f"--margin {margin:g}: must be >= 0 mm (the cascade's margin around the tumour), e.g. --margin 16")
     try:
-        return [int(f) for f in text.replace(" ", "").split(",") if f]
-    except ValueError:
-        fail(f"--folds {text!r}: give fold numbers separated by commas, e.g. --folds 0,1,2")
+        parse_flips(tta)
+    except ValueError as exc:
+        fail(f"--tta {tta!r}: {exc}")
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision!r}: choose one of {list(PRECISIONS)}")
+    problem = shard_problem(num_shards, shard_id)
+    if problem is not None:
+        fail(problem)
 
 
 def _predict_inputs(input_: Path | None, t1: Path | None, t1ce: Path | None, t2: Path | None,
-                    flair: Path | None) -> list[CaseFiles]:
+                    flair: Path | None, case_id: str | None) -> list[CaseFiles]:
     """Cases from -i (case or dataset folder) or from the four files given one by one."""
     from glioseg.data.layouts import DatasetError, case_from_files, find_cases
+    from glioseg.inference.outputs import case_id_problem
 
     if any(f is not None for f in (t1, t1ce, t2, flair)):
         if input_ is not None or t1 is None or t1ce is None or t2 is None or flair is None:
             fail("give either -i INPUT or all four of --t1 --t1ce --t2 --flair")
-        return [case_from_files(t1, t1ce, t2, flair)]
+        problem = None if case_id is None else case_id_problem(case_id)
+        if problem is not None:
+            fail(f"--case-id {case_id!r}: {problem}; give a plain name such as --case-id patient7")
+        try:
+            return [case_from_files(t1, t1ce, t2, flair, case_id=case_id)]
+        except DatasetError as exc:
+            fail(str(exc))
+    if case_id is not None:
+        fail("--case-id names a case given as --t1 --t1ce --t2 --flair; with -i the IDs come from the dataset")
     if input_ is None:
         fail("no input: give -i CASE_OR_DATASET_FOLDER, or --t1 --t1ce --t2 --flair")
     try:
         return find_cases(input_)
     except DatasetError as exc:
         fail(str(exc))
+
+
+def _check_outputs(cases: list[CaseFiles], out: Path, manifest: Path, save_probabilities: bool) -> None:
+    """Unique case IDs, and outputs that are writable and never among the inputs; exit with one line."""
+    from glioseg.cli.paths import check_output_dir, check_output_file
+    from glioseg.inference.outputs import OutputError, check_case_ids, check_output_location
+
+    check_output_dir(out, "-o/--out")
+    try:
+        check_case_ids(cases)
+    except OutputError as exc:
+        fail(str(exc))
+    try:
+        check_output_location(out, cases, save_probabilities)
+    except OutputError as exc:
+        fail(f"-o/--out: {exc}")
+    check_output_file(manifest, "-o/--out")
 
 
 def predict(
@@ -57,7 +107,8 @@ def predict(
     tile_batch: int = typer.Option(1, "--tile-batch", min=1, help="Tiles per network call."),
     num_shards: int = typer.Option(1, "--num-shards", min=1, help="Split the cases into N shards."),
     shard_id: int = typer.Option(0, "--shard-id", min=0, help="Which shard (0..N-1) this process predicts."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip cases whose output exists."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip cases whose outputs are complete "
+                                       "(readable, on the input's grid); redo empty or truncated ones."),
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
                                             help="Also write OUT/probabilities/<ID>_<region>.nii.gz."),
     mc_dropout: int = typer.Option(0, "--mc-dropout", min=0, help="MC-dropout samples; writes OUT/uncertainty/."),
@@ -70,31 +121,40 @@ def predict(
                                             "\\[the one its layout implies]."),
     output_label_scheme: str | None = typer.Option(None, "--output-label-scheme", help="Label scheme of the "
                                                    "written label maps \\[the input's, else brats2017]."),
+    force: bool = typer.Option(False, "--force", help="Predict inputs the model cannot serve (e.g. not "
+                               "skull-stripped) instead of refusing them."),
     t1: Path | None = typer.Option(None, "--t1", help="T1 file (with --t1ce --t2 --flair)."),
     t1ce: Path | None = typer.Option(None, "--t1ce", help="T1ce file."),
     t2: Path | None = typer.Option(None, "--t2", help="T2 file."),
     flair: Path | None = typer.Option(None, "--flair", help="FLAIR file."),
+    case_id: str | None = typer.Option(None, "--case-id", help="ID (output name) of the case given by --t1 ... "
+                                       "\\[from the T1 file name, else its folder's name]."),
 ) -> None:
     """Segment cases with a trained model; write <OUT>/<ID>.nii.gz in each input's geometry."""
+    import time
+
     from glioseg.inference.batch import manifest_path, predict_dataset, select_shard
     from glioseg.runtime import tune_allocator
 
+    started = time.time()  # cases another process finishes after this are not redone
     check_label_scheme(label_scheme)
     check_label_scheme(output_label_scheme, "--output-label-scheme")
+    _check_options(overlap, margin, tta, precision, num_shards, shard_id)
+    fold_list = _parse_folds(folds)
+    every_case = _predict_inputs(input_, t1, t1ce, t2, flair, case_id)
+    cases = select_shard(every_case, num_shards, shard_id)
+    manifest = manifest_path(out, num_shards, shard_id)
+    _check_outputs(every_case, out, manifest, save_probabilities)  # all shards: no shard writes among inputs
     tune_allocator()
     _set_threads(threads)
-    try:
-        cases = select_shard(_predict_inputs(input_, t1, t1ce, t2, flair), num_shards, shard_id)
-    except ValueError as exc:
-        fail(str(exc))
-    predictor = _load_predictor(model, folds, device=device, precision=precision, tta=tta, cascade=cascade,
+    predictor = _load_predictor(model, fold_list, device=device, precision=precision, tta=tta, cascade=cascade,
                                 margin_mm=margin, overlap=overlap, tile_batch=tile_batch, mc_samples=mc_dropout,
                                 single_threaded_tiles=single_threaded_tiles)
-    manifest = manifest_path(out, num_shards, shard_id)
     with CaseBar("predict", len(cases)) as bar:
         results = predict_dataset(predictor, cases, out, label_scheme=label_scheme,
                                   output_label_scheme=output_label_scheme, skip_existing=skip_existing,
-                                  save_probabilities=save_probabilities, manifest=manifest,
+                                  save_probabilities=save_probabilities, manifest=manifest, force=force,
+                                  started=started,
                                   on_result=lambda r: bar.advance(r.case_id, r.status, r.error, f" {r.seconds:.1f}s"))
     _summarise(results, out, manifest)
 
@@ -107,26 +167,32 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _load_predictor(model: str | None, folds: str | None, **options: Any) -> Predictor:
+def _load_predictor(model: str | None, folds: list[int] | None, **options: Any) -> Predictor:
     """The model named by -m (the shipped one by default); exit with its error when it cannot load."""
     from glioseg.artifacts.bundles import BundleError, resolve_model
     from glioseg.artifacts.weights import TrainError
     from glioseg.inference.predictor import Predictor
 
     try:
-        return Predictor.from_run(resolve_model(model), _parse_folds(folds), **options)
+        return Predictor.from_run(resolve_model(model), folds, **options)
     except (BundleError, FileNotFoundError, ValueError, TrainError) as exc:
         fail(str(exc))
 
 
 def _summarise(results: list[CaseOutcome], out: Path, manifest: Path) -> None:
-    """One line of counts; exit non-zero naming the failed cases, if any."""
+    """One line of counts; each failure's line on stderr; exit non-zero naming the failed cases, if any."""
+    from glioseg.inference.batch import OTHER_PROCESS
+
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    typer.echo(f"{counts['done']} predicted, {counts['skipped']} skipped, {counts['failed']} failed -> {out} "
+    elsewhere = sum(r.status == "skipped" and (r.reason or "").startswith(OTHER_PROCESS) for r in results)
+    note = f" ({elsewhere} by another process)" if elsewhere else ""
+    typer.echo(f"{counts['done']} predicted, {counts['skipped']} skipped{note}, {counts['failed']} failed -> {out} "
                f"(manifest {manifest})")
-    failed = [r.case_id for r in results if r.status == "failed"]
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        typer.echo(f"failed: {r.error}", err=True)
     if failed:
-        fail(f"{len(failed)} case(s) failed: {', '.join(failed)}; see {manifest}")
+        fail(f"{len(failed)} case(s) failed: {', '.join(r.case_id for r in failed)}; see {manifest}")
 
 
 def tune_postprocess_cmd(
