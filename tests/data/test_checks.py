@@ -8,11 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from glioseg.data.checks import check_case, check_dataset, decide_scheme
+from glioseg.data.checks import check_case, check_dataset
 from glioseg.data.layouts import find_cases
-from glioseg.data.reports import CaseReport, report_lines, write_report_json
+from glioseg.data.reports import report_lines, write_report_json
 from glioseg.data.synthetic import default_affine, write_synthetic_dataset
-from glioseg.labels import LabelSchemeError
 
 SHAPE = (24, 24, 24)
 GOOD, BAD = "Brats18_SYN_000_1", "Brats18_SYN_001_1"
@@ -232,14 +231,33 @@ def test_msd_stack_read_once_and_wrong_volume_count(tmp_path):
 
 
 def test_scheme_decided_from_all_cases(tmp_path):
-    nnunet_with_open_scheme(tmp_path, 2, "BraTS_00001")
-    with pytest.raises(LabelSchemeError, match="--label-scheme"):
-        decide_scheme([CaseReport("x", "nnunet", label_values=(0, 1, 2))])
-    assert decide_scheme([CaseReport("x", "nnunet", label_values=(0, 1, 2)),
-                          CaseReport("y", "nnunet", label_values=(0, 3))]).name == "brats2023"
-    assert not check_case(find_cases(tmp_path)[1]).ok  # undecidable on its own
-    report = check_dataset(tmp_path)  # the other case has 3: brats2023 for both
-    assert report.ok and report.scheme == "brats2023"
+    write_synthetic_dataset(tmp_path, 2, layout="brats2023", shape=SHAPE)
+    seg = tmp_path / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-seg.nii.gz"
+    edit_voxels(seg, lambda seg: np.where(seg == 3, 4, seg).astype(seg.dtype))  # a resection cavity, no ET
+    alone = check_case(find_cases(tmp_path)[1])  # 4 without any 3: BraTS 2017-21's ET? refused, not guessed
+    assert not alone.ok and "--label-scheme brats2017" in alone.errors[0].message
+    report = check_dataset(tmp_path)  # the other case has ET 3: BraTS 2024 for both
+    assert report.ok and report.scheme == "brats2024" and "values 1,2,3,4" in report.scheme_evidence
+    assert not check_dataset(tmp_path, label_scheme="brats2023").ok
+
+
+def test_one_swapped_segmentation_among_good_ones_is_a_warning(tmp_path):
+    write_synthetic_dataset(tmp_path, 3, layout="brats2017", shape=SHAPE, seed=7)
+    swapped = path_of(tmp_path, "seg", "Brats18_SYN_002_1")
+    edit_voxels(swapped, lambda seg: np.array([0, 2, 1, 3, 4], seg.dtype)[seg])  # 1 and 2 exchanged
+    report = check_dataset(tmp_path)
+    assert report.ok and report.scheme == "brats2017"  # the dataset as a whole decides
+    assert [c.status for c in report.cases] == ["ok", "ok", "warn"]
+    warning = report.cases[2].warnings[0]
+    assert warning.check == "label-anatomy" and "look swapped" in warning.message and warning.path == swapped
+
+
+def test_values_that_two_schemes_read_differently_are_refused(tmp_path):
+    nnunet_with_open_scheme(tmp_path, 2, "BraTS_00001")  # no label names: 1/2/3 is BraTS 2023 or MSD
+    report = check_dataset(tmp_path)
+    assert not report.ok and "--label-scheme brats2023 or msd" in report.errors[0]
+    assert all(c.errors[0].check == "label-scheme" for c in report.cases)
+    assert check_dataset(tmp_path, label_scheme="brats2023").ok
     assert not check_dataset(tmp_path, label_scheme="brats2017").ok
 
 

@@ -3,8 +3,9 @@
 Each file is opened and read once. Every problem becomes a
 :class:`~glioseg.data.reports.Finding` (an error or a warning) whose one-line message names the
 case, the file and what to do; a broken case never stops the check of the others.
-:func:`check_dataset` decides the label scheme once for the whole dataset (from the layout, or
-from the values of all segmentations together). The report types and their renderings are in
+:func:`check_dataset` decides the label scheme once for the whole dataset
+(:func:`glioseg.data.schemes.decide_dataset_scheme`: the layout, dataset.json, the values of all
+segmentations together and their anatomy), and refuses contradictions. The report types and their renderings are in
 :mod:`glioseg.data.reports`.
 """
 
@@ -31,7 +32,17 @@ from glioseg.data.nifti import (
     load_nifti,
 )
 from glioseg.data.reports import CaseReport, DatasetReport
-from glioseg.labels import SCHEMES, LabelScheme, LabelSchemeError, detect_scheme, get_scheme
+from glioseg.data.schemes import decide_dataset_scheme
+from glioseg.labels import (
+    ED,
+    NCR,
+    LabelScheme,
+    LabelSchemeError,
+    SchemeDecision,
+    get_scheme,
+    label_stats,
+    looks_swapped,
+)
 
 EXPECTED_SPACING_MM = 1.0
 SPACING_TOLERANCE = 0.25  # warn when a voxel side is off 1 mm by more than this fraction
@@ -182,22 +193,15 @@ def _check_images(files: CaseFiles, report: CaseReport, atol: float) -> Geometry
     return ref[1]
 
 
-def _label_values(data: np.ndarray) -> np.ndarray:
-    """Distinct values of a label map (bincount when the values are small non-negative ints)."""
-    if data.dtype.kind in "ui" and data.size:
-        low, high = int(data.min()), int(data.max())
-        if low >= 0 and high < 65536:
-            return np.flatnonzero(np.bincount(data.ravel(), minlength=high + 1))
-    return np.unique(data)
-
-
 def _check_label_values(data: np.ndarray, path: Path, report: CaseReport) -> None:
-    """Integer values (recorded in the report) and a non-empty segmentation."""
-    values = _label_values(data)
-    if data.dtype.kind == "f" and not (np.isfinite(values).all() and np.array_equal(values, np.round(values))):
-        report.error("label-values", "segmentation holds non-integer values; save integer labels", path)
-        return
-    report.label_values = tuple(int(v) for v in values)
+    """Integer values and their stats (recorded in the report) and a non-empty segmentation."""
+    if data.dtype.kind == "f":
+        values = np.unique(data)
+        if not (np.isfinite(values).all() and np.array_equal(values, np.round(values))):
+            report.error("label-values", "segmentation holds non-integer values; save integer labels", path)
+            return
+    report.label_stats = label_stats(data)
+    report.label_values = tuple(sorted(report.label_stats.values))
     if not any(report.label_values):
         report.warn("empty-seg", "segmentation is empty (background only); check it is the right file", path)
 
@@ -240,36 +244,6 @@ def inspect_case(files: CaseFiles, atol: float = AFFINE_TOLERANCE_MM) -> CaseRep
     return report
 
 
-def decide_scheme(reports: Sequence[CaseReport],
-                  label_scheme: str | LabelScheme | None = None) -> LabelScheme | None:
-    """Label scheme of a set of cases: the given one, else the layout's, else from all values.
-
-    Args:
-        reports: inspected cases (their ``label_values`` and ``scheme_hint``).
-        label_scheme: scheme given by the user, or None.
-
-    Returns:
-        The scheme, or None when no case has a readable segmentation.
-
-    Raises:
-        LabelSchemeError: unknown ``label_scheme``, or the values leave the scheme undecided.
-    """
-    if label_scheme is not None:
-        return get_scheme(label_scheme)
-    values = set().union(*(r.label_values for r in reports if r.label_values is not None))
-    if not any(r.label_values is not None for r in reports):
-        return None
-    hints = {r.scheme_hint for r in reports}
-    hint = hints.pop() if len(hints) == 1 else None
-    if hint is not None:
-        hinted = get_scheme(hint)
-        if hinted.name == "brats2023" and not set(values) <= hinted.file_values \
-                and set(values) <= SCHEMES["brats2024"].file_values:
-            return SCHEMES["brats2024"]
-        return hinted  # values outside it are per-case errors, not a reason to guess
-    return detect_scheme(values, None, "dataset")
-
-
 def apply_scheme(report: CaseReport, scheme: LabelScheme) -> None:
     """Check a case's label values against a scheme (error for values it does not define)."""
     report.scheme = scheme.name
@@ -280,21 +254,33 @@ def apply_scheme(report: CaseReport, scheme: LabelScheme) -> None:
         report.error("label-values", f"unexpected label values {unexpected} for scheme {scheme.name} "
                      f"({scheme.description}); fix the segmentation, or pass --label-scheme if the "
                      "dataset uses another scheme", report.label_path)
+    elif report.label_stats is not None and looks_swapped(scheme, [report.label_stats]):
+        ncr, ed = scheme.to_file[NCR], scheme.to_file[ED]
+        report.warn("label-anatomy", f"read as {scheme.name}, labels {ncr} (NCR) and {ed} (edema) look swapped in "
+                    f"this segmentation: {ncr} lies on the tumour's outer border more than {ed}; check the file "
+                    "(the other cases decided the scheme)", report.label_path)
 
 
-def _settle_schemes(reports: Sequence[CaseReport], label_scheme: str | LabelScheme | None) -> list[str]:
-    """Decide the scheme and check every case against it; returns dataset-level errors."""
+def _settle_schemes(cases: Sequence[CaseFiles], reports: Sequence[CaseReport],
+                    label_scheme: str | LabelScheme | None) -> tuple[list[str], SchemeDecision | None]:
+    """Decide the scheme once (:func:`~glioseg.data.schemes.decide_dataset_scheme`) and check
+    every case against it.
+
+    Returns:
+        ``(dataset-level errors, the decision or None when refused)``.
+    """
+    stats = {r.case_id: r.label_stats for r in reports if r.label_path is not None}
     try:
-        scheme = decide_scheme(reports, label_scheme)
+        decision = decide_dataset_scheme(cases, label_scheme, stats=stats)
     except LabelSchemeError as exc:
         for report in reports:
             if report.label_values is not None:
-                report.error("label-scheme", str(exc).replace("dataset: ", ""), report.label_path)
-        return [str(exc)]
-    if scheme is not None:
+                report.error("label-scheme", str(exc), report.label_path)
+        return [str(exc)], None
+    if decision.scheme is not None:
         for report in reports:
-            apply_scheme(report, scheme)
-    return []
+            apply_scheme(report, decision.scheme)
+    return [], decision
 
 
 def check_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
@@ -303,14 +289,15 @@ def check_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
 
     Args:
         files: the case's files.
-        label_scheme: scheme of the segmentation; from the layout or the values when None.
+        label_scheme: scheme of the segmentation (e.g. the dataset's decision); decided from this
+            case alone when None.
         atol: tolerance on affine differences between modalities.
 
     Returns:
         The case's report (``report.ok`` False when the case cannot be used).
     """
     report = inspect_case(files, atol)
-    _settle_schemes([report], label_scheme)
+    _settle_schemes([files], [report], label_scheme)
     return report
 
 
@@ -340,8 +327,11 @@ def check_dataset(root: Path | str, label_scheme: str | LabelScheme | None = Non
         return report
     report.layout = cases[0].layout
     report.cases = _inspect_all(cases, workers, atol)
-    report.errors.extend(_settle_schemes(report.cases, label_scheme))
-    report.scheme = next((c.scheme for c in report.cases if c.scheme is not None), None)
+    errors, decision = _settle_schemes(cases, report.cases, label_scheme)
+    report.errors.extend(errors)
+    if decision is not None:
+        report.scheme = decision.scheme.name if decision.scheme is not None else None
+        report.scheme_evidence = decision.evidence
     report.seconds = time.perf_counter() - start
     return report
 

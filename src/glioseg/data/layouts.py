@@ -35,6 +35,8 @@ BRATS2023_SUFFIX = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
 BRATS_NAMING: dict[str, tuple[str, dict[str, str]]] = {  # layout -> (separator, modality suffixes)
     "brats2017": ("_", BRATS2017_SUFFIX), "brats2023": ("-", BRATS2023_SUFFIX)}
 PLAIN_ID = ""  # group key of plain file names (``t1.nii.gz``): a file ID is never empty
+BRATS_EVIDENCE = {"brats2017": "BraTS 2017-21 file names (<ID>_seg.nii.gz)",
+                  "brats2023": "BraTS 2023+ file names (<ID>-seg.nii.gz)"}
 MSD_CHANNELS = ("flair", "t1", "t1ce", "t2")  # Task01 imagesTr channel order
 CHANNEL_NAME_ALIASES: dict[str, str] = {
     "t1": "t1", "t1w": "t1", "t1n": "t1", "native": "t1",
@@ -107,7 +109,11 @@ def _match_brats_folder(folder: Path, layout: str) -> list[CaseFiles]:
                          for suffix, paths in sorted(by_suffix.items()) if len(paths) > 1)
         images = {mod: ImageSource(by_suffix[suf][0]) for mod, suf in suffixes.items() if suf in by_suffix}
         label = by_suffix["seg"][0] if "seg" in by_suffix else None
-        cases.append(CaseFiles(case_id, images, label, layout, layout, problems))
+        if file_id == PLAIN_ID:  # seg.nii.gz names no release: the values decide
+            hint, evidence = None, "plain file names (seg.nii.gz) that name no release"
+        else:
+            hint, evidence = layout, BRATS_EVIDENCE[layout]
+        cases.append(CaseFiles(case_id, images, label, layout, hint, problems, evidence))
     return cases
 
 
@@ -192,11 +198,14 @@ def _find_msd(root: Path, images_dir: Path) -> list[CaseFiles]:
     modality = meta.get("modality") or meta.get("channel_names")
     channels = _channel_map(modality, root / "dataset.json") if modality else dict(
         zip(MSD_CHANNELS, range(4), strict=True))
+    hint, evidence = _scheme_from_labels(meta)
+    if hint is None and not evidence:  # Task01's labels when dataset.json does not name them
+        hint, evidence = "msd", "the MSD Task01 layout (4-D imagesTr; no label names in dataset.json)"
     cases = []
     for path in _nifti_files(images_dir):
         case_id = strip_nii(path.name) or path.name
         images = {m: ImageSource(path, channels[m]) for m in MODALITIES}
-        cases.append(CaseFiles(case_id, images, _label_for(root, case_id), "msd", "msd"))
+        cases.append(CaseFiles(case_id, images, _label_for(root, case_id), "msd", hint, (), evidence))
     return cases
 
 
@@ -227,27 +236,37 @@ def _scheme_from_names(pairs: list[tuple[str, Any]]) -> str | None:
         if role is None or not isinstance(value, int):
             return None
         to_file[role] = value
+    to_file.setdefault(BG, 0)  # dataset.json may leave background unnamed
     matches = [n for n, scheme in SCHEMES.items() if scheme.to_file == to_file]
     return matches[0] if matches and NCR in to_file else None
 
 
-def _scheme_from_labels(meta: dict) -> str | None:
-    """Label scheme that an nnU-Net dataset.json states, or None when it does not say.
+def _scheme_from_labels(meta: dict) -> tuple[str | None, str]:
+    """Label scheme that an MSD/nnU-Net dataset.json states, and the evidence for messages.
 
-    Reads ``glioseg_label_scheme`` if present, else the ``labels`` names: nnU-Net v1
+    Reads ``glioseg_label_scheme`` if present, else the ``labels`` names: nnU-Net v1 / MSD
     (``{"1": "edema"}``), v2 (``{"edema": 1}``) and v2 region-based (``{"tumor core": [2, 3]}``).
+
+    Returns:
+        ``(scheme or None, evidence)``: evidence is empty when dataset.json names no labels, and
+        says so when it names labels that match no scheme (the values then decide).
     """
     if isinstance(meta.get("glioseg_label_scheme"), str):
-        return meta["glioseg_label_scheme"]
+        return meta["glioseg_label_scheme"], f"dataset.json glioseg_label_scheme {meta['glioseg_label_scheme']}"
     labels = meta.get("labels")
-    if not isinstance(labels, dict):
-        return None
+    if not isinstance(labels, dict) or not labels:
+        return None, ""
     pairs = _label_pairs(labels)
+    named = ", ".join(f"{v} {n}" for n, v in pairs if _label_role(n) != BG)
     regions = {name.lower(): tuple(v) for name, v in pairs if isinstance(v, list)}
     if regions:
         core = next((v for n, v in regions.items() if "core" in n), None)
-        return CORE_VALUES_TO_SCHEME.get(tuple(sorted(core))) if core else None
-    return _scheme_from_names(pairs)
+        scheme = CORE_VALUES_TO_SCHEME.get(tuple(sorted(core))) if core else None
+    else:
+        scheme = _scheme_from_names(pairs)
+    if scheme is None:
+        return None, f"dataset.json label names ({named}) that match no scheme"
+    return scheme, f"dataset.json label names ({named})"
 
 
 def _group_channel_files(files: list[Path]) -> dict[str, dict[int, list[Path]]]:
@@ -267,13 +286,15 @@ def _find_nnunet(root: Path, images_dir: Path, files: list[Path]) -> list[CaseFi
         raise DatasetError(f"{root}: nnU-Net layout needs dataset.json with channel_names "
                            '(e.g. {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"})')
     channels = _channel_map(names, root / "dataset.json")
-    scheme_hint = _scheme_from_labels(meta)
+    scheme_hint, evidence = _scheme_from_labels(meta)
+    evidence = evidence or "an nnU-Net dataset.json that names no labels"
     cases = []
     for case_id, chans in sorted(_group_channel_files(files).items()):
         problems = tuple(f"duplicate channel {ch:04d} files {[p.name for p in paths]} in {images_dir}; keep one"
                          for ch, paths in sorted(chans.items()) if len(paths) > 1)
         images = {m: ImageSource(chans[i][0]) for m, i in channels.items() if i in chans}
-        cases.append(CaseFiles(case_id, images, _label_for(root, case_id), "nnunet", scheme_hint, problems))
+        cases.append(CaseFiles(case_id, images, _label_for(root, case_id), "nnunet", scheme_hint, problems,
+                               evidence))
     return cases
 
 
@@ -377,7 +398,8 @@ def case_from_files(t1: Path | str, t1ce: Path | str, t2: Path | str, flair: Pat
     else:
         check_case_id(case_id, "--case-id")
     images = {m: ImageSource(Path(p)) for m, p in zip(MODALITIES, (t1, t1ce, t2, flair), strict=True)}
-    return CaseFiles(case_id, images, Path(seg) if seg is not None else None, "files", None)
+    return CaseFiles(case_id, images, Path(seg) if seg is not None else None, "files", None, (),
+                     "single files whose names name no release")
 
 
 def _id_from_file_name(t1: Path) -> str:

@@ -28,7 +28,7 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-from glioseg.labels import LabelScheme, detect_scheme, get_scheme
+from glioseg.labels import LabelScheme, case_scheme, get_scheme
 from glioseg.utils import atomic_write
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -78,9 +78,11 @@ class CaseFiles:
         label: segmentation file or None.
         layout: name of the layout it was found in (``brats2017``, ``brats2023``, ``msd``,
             ``nnunet``, ``files``).
-        scheme_hint: label scheme the layout implies, or None when it does not decide.
+        scheme_hint: label scheme the layout (or its dataset.json) states, or None when it does not.
         problems: problems found while discovering the case (e.g. a duplicated modality), each
             a message naming the file and the fix; :func:`read_case` refuses such a case.
+        scheme_evidence: where ``scheme_hint`` comes from, for messages (e.g. ``"BraTS 2023+ file
+            names (<ID>-seg.nii.gz)"``); empty when nothing says.
     """
 
     case_id: str
@@ -89,6 +91,7 @@ class CaseFiles:
     layout: str = "files"
     scheme_hint: str | None = None
     problems: tuple[str, ...] = ()
+    scheme_evidence: str = ""
 
 
 @dataclass
@@ -278,8 +281,8 @@ def _read_label(label_path: Path, files: CaseFiles, geometry: Geometry,
     context = f"case {files.case_id} [{label_path}]"
     if label_scheme is not None:
         scheme = get_scheme(label_scheme)
-    else:
-        scheme = detect_scheme(np.unique(raw).tolist(), files.scheme_hint, context)
+    else:  # this case alone; a dataset decides once with glioseg.data.schemes.decide_dataset_scheme
+        scheme = case_scheme(raw, files.scheme_hint, files.scheme_evidence, context)
     return geometry.to_canonical(scheme.to_canonical(raw, context)), scheme
 
 
@@ -289,7 +292,9 @@ def read_case(files: CaseFiles, label_scheme: str | LabelScheme | None = None,
 
     Args:
         files: the case's files, from :func:`glioseg.data.layouts.find_cases` or built by hand.
-        label_scheme: scheme of the segmentation; detected from layout and values when None.
+        label_scheme: scheme of the segmentation (e.g. the dataset's, from
+            :func:`glioseg.data.schemes.decide_dataset_scheme`); decided from this case's layout,
+            values and anatomy alone when None.
         read_label: also read the segmentation when the case has one.
 
     Returns:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from glioseg.labels import LabelStats
 from glioseg.utils import atomic_write
 
 Severity = Literal["error", "warning"]
@@ -59,6 +60,8 @@ class CaseReport:
         label_path: the segmentation file, or None.
         scheme: label scheme the segmentation was checked against, or None.
         seconds: time spent on the case.
+        label_stats: values and outer-border counts of the segmentation (for the scheme
+            decision), or None without a readable one.
     """
 
     case_id: str
@@ -71,6 +74,7 @@ class CaseReport:
     label_path: Path | None = None
     scheme: str | None = None
     seconds: float = 0.0
+    label_stats: LabelStats | None = None
 
     @property
     def errors(self) -> list[Finding]:
@@ -124,6 +128,7 @@ class DatasetReport:
         errors: dataset-level problems (no cases, unreadable dataset.json, undecidable scheme).
         scheme: label scheme used for the segmentations, or None.
         seconds: total time.
+        scheme_evidence: what decided the scheme (option, layout, dataset.json, values), or None.
     """
 
     root: Path
@@ -132,6 +137,7 @@ class DatasetReport:
     errors: list[str] = field(default_factory=list)
     scheme: str | None = None
     seconds: float = 0.0
+    scheme_evidence: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -146,7 +152,8 @@ class DatasetReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what ``glioseg check --json`` writes)."""
         return {
-            "root": str(self.root), "layout": self.layout, "scheme": self.scheme, "ok": self.ok,
+            "root": str(self.root), "layout": self.layout, "scheme": self.scheme,
+            "scheme_evidence": self.scheme_evidence, "ok": self.ok,
             "n_cases": len(self.cases), "n_failed": self.n_failed,
             "n_warned": sum(c.status == "warn" for c in self.cases),
             "seconds": round(self.seconds, 3), "errors": list(self.errors),

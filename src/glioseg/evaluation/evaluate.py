@@ -4,6 +4,11 @@ Predictions are paired with ground-truth cases by ID: ``<ID>.nii.gz`` (BraTS sub
 ``<ID>_seg.nii.gz`` or ``<ID>-seg.nii.gz`` (``.nii`` too). Only label files are read. A missing
 or unreadable prediction is scored as a failure (see :func:`glioseg.evaluation.scores.failed_case`) and
 listed; the other cases go on.
+
+Label schemes are decided once before scoring: the ground truths' for the whole dataset
+(:func:`glioseg.data.schemes.decide_dataset_scheme`), then the predictions' for the whole folder,
+expected to be the ground truths' (1/2/4 predictions against BraTS 2023 ground truths are refused,
+not scored as ET = resection cavity).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 
 from glioseg.data.layouts import find_cases, strip_nii
 from glioseg.data.nifti import CaseError, CaseFiles, Geometry, load_nifti, read_array
+from glioseg.data.schemes import decide_dataset_scheme, decide_files_scheme
 from glioseg.evaluation.metrics import CONVENTIONS, REGION_METRICS
 from glioseg.evaluation.scores import CaseScores, compute_brats_metrics, failed_case, summarize
 from glioseg.labels import (
@@ -28,6 +34,7 @@ from glioseg.labels import (
     LabelScheme,
     LabelSchemeError,
     Region,
+    SchemeDecision,
     detect_scheme,
     get_scheme,
     labels_to_regions,
@@ -66,7 +73,9 @@ class EvaluationResult:
         seconds: wall time of the evaluation.
         gt_files: case ID -> the dataset's files (for pictures).
         pred_paths: case ID -> prediction file.
-        label_scheme, pred_label_scheme: the schemes asked for (None: detected).
+        label_scheme, pred_label_scheme: the schemes the ground truths and the predictions were
+            read with (given, or decided once for all of them); None when nothing decided one.
+        scheme_evidence, pred_scheme_evidence: what decided them.
     """
 
     cases: list[CaseScores]
@@ -84,6 +93,8 @@ class EvaluationResult:
     label_scheme: str | None = None
     pred_label_scheme: str | None = None
     conventions: dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
+    scheme_evidence: str = ""
+    pred_scheme_evidence: str = ""
 
     @property
     def failed(self) -> bool:
@@ -227,9 +238,9 @@ def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str
     Args:
         pred_dir: folder of ``<ID>.nii.gz`` (or ``<ID>_seg`` / ``<ID>-seg``) predictions.
         gt_root: dataset folder in any layout :func:`glioseg.data.layouts.find_cases` knows.
-        label_scheme: scheme of the ground truths; detected per case when None.
-        pred_label_scheme: scheme of the predictions; detected (preferring the ground
-            truth's) when None.
+        label_scheme: scheme of the ground truths; decided once for the dataset when None.
+        pred_label_scheme: scheme of the predictions; the ground truths' when None, checked
+            against the values of all predictions.
         lesion_wise: also compute the BraTS 2023 lesion-wise scores.
         workers: processes; 1 scores in this process.
         on_case: called as ``on_case(scores, done, total)`` after each case (progress).
@@ -239,7 +250,9 @@ def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str
 
     Raises:
         DatasetError: the dataset cannot be read. FileNotFoundError: no prediction folder.
-        LabelSchemeError: an unknown scheme name. ValueError: no case has a ground truth.
+        LabelSchemeError: an unknown scheme name, or schemes that contradict the evidence (one line
+            naming it and the ``--label-scheme`` / ``--pred-label-scheme`` to pass).
+        ValueError: no case has a ground truth.
     """
     start = time.perf_counter()
     for name in (n for n in (label_scheme, pred_label_scheme) if n is not None):
@@ -249,8 +262,10 @@ def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str
     if not scored:
         raise ValueError(f"{gt_root}: no case has a segmentation; give the dataset with the ground truths")
     found, ambiguous, unmatched = find_predictions(pred_dir, [c.case_id for c in scored])
-    tasks = [EvaluationTask(c.case_id, c.label, found.get(c.case_id), label_scheme, c.scheme_hint,  # type: ignore[arg-type]
-                            pred_label_scheme, lesion_wise) for c in scored if c.case_id not in ambiguous]
+    gt, pred = _decide_schemes(scored, found, gt_root, pred_dir, label_scheme, pred_label_scheme, workers)
+    gt_name, pred_name = (d.scheme.name if d.scheme is not None else None for d in (gt, pred))
+    tasks = [EvaluationTask(c.case_id, c.label, found.get(c.case_id), gt_name, c.scheme_hint,  # type: ignore[arg-type]
+                            pred_name, lesion_wise) for c in scored if c.case_id not in ambiguous]
     results = [failed_case(cid, "error", msg, lesion_wise=lesion_wise) for cid, msg in ambiguous.items()]
     results = _score_all(tasks, workers, results, on_case, len(scored))
     return EvaluationResult(
@@ -260,7 +275,20 @@ def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str
         unmatched_predictions=unmatched, no_ground_truth=[c.case_id for c in cases if c.label is None],
         pred_dir=Path(pred_dir), gt_root=Path(gt_root), lesion_wise=lesion_wise,
         seconds=time.perf_counter() - start, gt_files={c.case_id: c for c in scored}, pred_paths=found,
-        label_scheme=label_scheme, pred_label_scheme=pred_label_scheme)
+        label_scheme=gt_name, pred_label_scheme=pred_name, scheme_evidence=gt.evidence,
+        pred_scheme_evidence=pred.evidence)
+
+
+def _decide_schemes(scored: Sequence[CaseFiles], found: dict[str, Path], gt_root: Path | str, pred_dir: Path | str,
+                    label_scheme: str | None, pred_label_scheme: str | None,
+                    workers: int) -> tuple[SchemeDecision, SchemeDecision]:
+    """The ground truths' scheme (once for the dataset), then the predictions' (the ground truths',
+    checked against every prediction's values; no anatomy check: predictions are being judged)."""
+    gt = decide_dataset_scheme(scored, label_scheme, workers=workers, context=f"ground truth {gt_root}")
+    hint = gt.scheme.name if gt.scheme is not None else None
+    pred = decide_files_scheme(found, hint, f"the ground truths' scheme {hint}" if hint else "", pred_label_scheme,
+                               "--pred-label-scheme", workers, f"predictions in {pred_dir}", anatomy=False)
+    return gt, pred
 
 
 def _score_all(tasks: list[EvaluationTask], workers: int, results: list[CaseScores],
@@ -300,6 +328,8 @@ def result_to_json(result: EvaluationResult) -> dict:
         "pred_dir": str(result.pred_dir), "gt_root": str(result.gt_root),
         "n_cases": len(result.cases), "n_failed": len(result.missing) + len(result.errors),
         "lesion_wise": result.lesion_wise, "seconds": round(result.seconds, 3),
+        "label_scheme": result.label_scheme, "scheme_evidence": result.scheme_evidence,
+        "pred_label_scheme": result.pred_label_scheme, "pred_scheme_evidence": result.pred_scheme_evidence,
         "conventions": result.conventions, "summary": result.summary,
         "missing_predictions": result.missing, "errors": result.errors,
         "unmatched_predictions": result.unmatched_predictions, "no_ground_truth": result.no_ground_truth,
