@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from glioseg.cli.app import check_label_scheme, console, fail, read_one_case
+from glioseg.cli.paths import check_output_dir, check_output_file, writing
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from collections.abc import Sequence
@@ -30,18 +31,32 @@ def check(
     from glioseg.data.checks import check_dataset
     from glioseg.data.reports import report_lines, report_table, write_report_json
 
-    report = check_dataset(dataset, label_scheme=check_label_scheme(label_scheme), layout=layout, workers=workers)
+    check_label_scheme(label_scheme)
+    if json_report is not None:
+        check_output_file(json_report, "--json")
+        _check_not_an_input(json_report, dataset, "--json")
+    report = check_dataset(dataset, label_scheme=label_scheme, layout=layout, workers=workers)
     if report.cases:
         console().print(report_table(report))
     for line in report_lines(report):
         typer.echo(line)
     if json_report is not None:
-        write_report_json(report, json_report)
+        with writing(json_report, "--json"):
+            write_report_json(report, json_report)
     n = len(report.cases)
     typer.echo(f"{n - report.n_failed}/{n} cases passed in {report.seconds:.1f} s"
                + ("" if report.ok else "; fix the errors above"))
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _check_not_an_input(path: Path, dataset: Path, option: str) -> None:
+    """Exit with a one-line error when ``path`` is one of the dataset's own files (an image, a label,
+    an MSD/nnU-Net ``dataset.json``), which writing a report there would replace."""
+    inside = dataset.resolve() in path.resolve().parents
+    name = path.name.lower()
+    if path.is_file() and inside and (name == "dataset.json" or name.endswith((".nii", ".nii.gz"))):
+        fail(f"{option}: {path} is a file of the dataset {dataset}; give a path for a new report")
 
 
 def info(
@@ -83,6 +98,20 @@ def _echo_label_volumes(label: np.ndarray, scheme: LabelScheme, spacing: Sequenc
             typer.echo(f"  {name:<4} {n:>9d} voxels  {n * voxel_ml:8.2f} ml")
 
 
+def _empty(folder: Path, remove: bool) -> None:
+    """Delete what a failed ``synth`` wrote into ``folder`` (new, or empty before), and the folder if it was new."""
+    import shutil
+
+    if remove:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for child in folder.iterdir() if folder.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def _parse_shape(text: str) -> tuple[int, int, int]:
     """``"48"`` -> (48, 48, 48); ``"48,48,40"`` -> (48, 48, 40)."""
     try:
@@ -106,13 +135,27 @@ def synth(
     shape: str = typer.Option("48", "--shape", help="Volume size: 48 or 48,48,40."),
     nested: bool = typer.Option(False, "--nested", help="brats2017: HGG/ and LGG/ subfolders."),
 ) -> None:
-    """Write synthetic brain-tumour cases (phantoms) in a dataset layout and label scheme."""
+    """Write synthetic brain-tumour cases (phantoms) in a dataset layout and label scheme.
+
+    OUT must be new or empty: phantoms are never mixed into a dataset, and a failed run leaves OUT empty.
+    """
     from glioseg.data.synthetic import write_synthetic_dataset
 
     size = _parse_shape(shape)
+    if seed < 0:
+        fail(f"--seed {seed}: give a seed >= 0")
+    check_output_dir(out, "OUT")
+    if out.is_dir() and any(out.iterdir()):
+        fail(f"OUT: {out} is not empty; give a new or empty folder (synth never writes into a dataset)")
+    fresh = not out.exists()
     try:
-        written = write_synthetic_dataset(out, cases, layout=layout, scheme=label_scheme, shape=size,
-                                          seed=seed, nested=nested)
+        with writing(out, "OUT"):
+            written = write_synthetic_dataset(out, cases, layout=layout, scheme=label_scheme, shape=size,
+                                              seed=seed, nested=nested)
     except ValueError as exc:  # unknown layout or label scheme
+        _empty(out, fresh)
         fail(str(exc))
+    except BaseException:  # a failed write (reported by writing) or Ctrl-C: no half-written dataset
+        _empty(out, fresh)
+        raise
     typer.echo(f"wrote {len(written)} synthetic {layout} cases {size} to {out}")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from glioseg.cli.app import check_label_scheme, fail, read_one_case
+from glioseg.cli.paths import check_output_dir, check_output_file, writing
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     import numpy as np
@@ -39,12 +40,15 @@ def evaluate(
 
     check_label_scheme(label_scheme)
     check_label_scheme(pred_label_scheme, "--pred-label-scheme")
+    report_dir = out if out is not None else pred / "evaluation"
+    check_output_dir(report_dir, "-o")
     tune_allocator()
     try:
         result = evaluate_folder(pred, gt, label_scheme, pred_label_scheme, lesion_wise, workers, _echo_progress)
     except (DatasetError, FileNotFoundError, LabelSchemeError, ValueError) as exc:
         fail(str(exc))
-    paths = write_report(result, out if out is not None else pred / "evaluation", thumbnails=thumbnails)
+    with writing(report_dir, "-o"):
+        paths = write_report(result, report_dir, thumbnails=thumbnails)
     _print_summary(result, paths)
     if result.failed:
         fail(f"{len(result.missing)} missing predictions {result.missing}, {len(result.errors)} unreadable: "
@@ -89,16 +93,39 @@ def show(
 
     check_label_scheme(label_scheme)
     check_label_scheme(pred_label_scheme, "--pred-label-scheme")
+    _check_picture_path(out, gif)
     try:
         c = read_one_case(case, label_scheme)
         labels = None if pred is None else _read_prediction(c, pred, pred_label_scheme)
     except (DatasetError, CaseError, LabelSchemeError) as exc:
         fail(str(exc))
-    png = out if out.suffix.lower() == ".png" else out / f"{c.case_id}.png"
+    png = out if _is_png(out) else out / f"{c.case_id}.png"
+    if not _is_png(out):  # the picture's name is known now: a folder of that name would block it
+        _check_picture_path(png, gif)
     fig = case_figure(c.image[3], c.image[1], c.label, labels, c.geometry.canonical_spacing, c.case_id)
-    typer.echo(f"wrote {save_figure(fig, png)}")
+    with writing(png, "-o"):
+        typer.echo(f"wrote {save_figure(fig, png)}")
     if gif:
-        typer.echo(f"wrote {save_gif(sweep_frames(c.image[3], c.label, labels), png.with_suffix('.gif'))}")
+        try:
+            with writing(png.with_suffix(".gif"), "-o"):
+                typer.echo(f"wrote {save_gif(sweep_frames(c.image[3], c.label, labels), png.with_suffix('.gif'))}")
+        except typer.Exit:
+            png.unlink(missing_ok=True)  # all or nothing: no PNG without the GIF that was asked for
+            raise
+
+
+def _is_png(path: Path) -> bool:
+    return path.suffix.lower() == ".png"
+
+
+def _check_picture_path(out: Path, gif: bool) -> None:
+    """Exit with a one-line error when ``-o`` (a ``.png`` file, else a folder) cannot be written."""
+    if not _is_png(out):
+        check_output_dir(out, "-o")
+        return
+    check_output_file(out, "-o")
+    if gif:
+        check_output_file(out.with_suffix(".gif"), "-o (with --gif)")
 
 
 def _read_prediction(case: Case, pred: Path, pred_label_scheme: str | None) -> np.ndarray:

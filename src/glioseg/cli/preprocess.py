@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from glioseg.cli.app import CaseBar, check_label_scheme, fail
+from glioseg.cli.paths import check_output_dir, check_output_file, check_outside_inputs, writing
+
+if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
+    from glioseg.data.nifti import CaseFiles
 
 
 def preprocess(
@@ -20,22 +26,44 @@ def preprocess(
 ) -> None:
     """Crop to the brain, z-score each modality in the brain, optionally resample; cache as .npy."""
     from glioseg.data.layouts import DatasetError, find_cases
-    from glioseg.preprocessing.cache import preprocess_dataset
+    from glioseg.preprocessing.cache import check_target_spacing, preprocess_dataset
     from glioseg.runtime import tune_allocator
 
     check_label_scheme(label_scheme)
+    try:
+        check_target_spacing(spacing)
+    except ValueError as exc:
+        fail(f"--spacing: {exc}; leave it out to keep each case's spacing")
+    check_output_dir(out, "OUT")
     tune_allocator()
     try:
         cases = find_cases(dataset)
     except DatasetError as exc:
         fail(str(exc))
-    with CaseBar("preprocess", len(cases)) as bar:
+    check_outside_inputs(out, _input_files(cases), "OUT")
+    with writing(out, "OUT"), CaseBar("preprocess", len(cases)) as bar:
         result = preprocess_dataset(cases, out, spacing, workers, label_scheme, force,
                                     lambda r: bar.advance(r.case_id, r.status, r.error))
     counts = {s: sum(r.status == s for r in result.results) for s in ("done", "skipped", "failed")}
     typer.echo(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed -> {out}")
     if result.failed:
         fail(f"{len(result.failed)} case(s) failed: {', '.join(r.case_id for r in result.failed)}")
+
+
+def _input_files(cases: Sequence[CaseFiles]) -> Iterator[Path]:
+    """Every image and label file of ``cases``."""
+    for case in cases:
+        yield from (source.path for source in case.images.values())
+        if case.label is not None:
+            yield case.label
+
+
+def _check_not_a_case_file(path: Path, preprocessed: Path) -> None:
+    """Exit with a one-line error when ``-o`` would replace the preprocessed dataset's ``dataset.json``
+    or a file inside one of its case folders."""
+    root, target = preprocessed.resolve(), path.resolve()
+    if target == root / "dataset.json" or (root in target.parents and target.parent != root):
+        fail(f"-o: {path} is inside the preprocessed dataset's own files; give e.g. {preprocessed / 'splits.json'}")
 
 
 def split(
@@ -52,11 +80,15 @@ def split(
     from glioseg.preprocessing.normalize import PreprocessError
     from glioseg.preprocessing.splits import SplitError, make_splits, save_splits
 
+    path = output or preprocessed / "splits.json"
+    check_output_file(path, "-o")
+    _check_not_a_case_file(path, preprocessed)
     try:
         result = make_splits(list_preprocessed(preprocessed), folds, seed, mapping, grades, val_fraction)
     except (PreprocessError, SplitError) as exc:
         fail(str(exc))
-    path = save_splits(result, output or preprocessed / "splits.json")
+    with writing(path, "-o"):
+        save_splits(result, path)
     for s in result["splits"]:
         typer.echo(f"fold {s['fold']}: {len(s['train'])} train, {len(s['val'])} val")
     typer.echo(f"{result['n_cases']} cases, {result['n_patients']} patients -> {path}")

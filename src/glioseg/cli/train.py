@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from glioseg.cli.app import fail
+from glioseg.cli.paths import check_output_dir, check_output_file, os_error_message, writing
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from glioseg.config import TrainConfig
@@ -67,6 +68,9 @@ def train(
 
     if fold is not None and all_folds:
         fail("give either --fold K or --all-folds, not both")
+    check_output_dir(run_dir, "RUN")
+    if run_dir.resolve() == preprocessed.resolve():
+        fail(f"RUN: {run_dir} is the preprocessed dataset itself; give a separate run directory")
     tune_allocator()
     dist = _torchrun_membership()
     try:
@@ -83,6 +87,8 @@ def train(
             results = [fit(config, preprocessed, run_dir, name, fold=fold, **kwargs)]
     except (ConfigError, TrainError, PreprocessError, SplitError, ValueError) as exc:
         fail(str(exc))
+    except OSError as exc:  # disk full or read-only while writing checkpoints, logs, weights
+        fail(os_error_message(run_dir, exc, "RUN"))
     if initialised:
         import torch.distributed
 
@@ -132,7 +138,12 @@ def plot_curves(
     """Plot training curves (loss, validation Dice per region, learning rate) from CSV logs."""
     from glioseg.training.curves import CurveLogError, plot_training_curves
 
+    png = out if out is not None else (run_dir.parent if run_dir.is_file() else run_dir) / "curves.png"
+    if png.suffix.lower() != ".png":  # e.g. -o RUN/main/log.csv would replace the log with a picture
+        fail(f"-o: {png} does not end in .png; give a .png path")
+    check_output_file(png, "-o")
     try:
-        typer.echo(f"wrote {plot_training_curves(run_dir, out)}")
+        with writing(png, "-o"):
+            typer.echo(f"wrote {plot_training_curves(run_dir, png)}")
     except CurveLogError as exc:
         fail(str(exc))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -257,7 +259,10 @@ def _thumbnail(result: EvaluationResult, name: str, case: CaseScores) -> tuple[s
 
 
 def write_report(result: EvaluationResult, out_dir: Path | str, thumbnails: bool = True) -> dict[str, Path]:
-    """Write ``cases.csv``, ``summary.json`` and ``report.html`` into a folder, each atomically.
+    """Write ``cases.csv``, ``summary.json`` and ``report.html`` into a folder, all or none.
+
+    The three files are written into a temporary folder inside ``out_dir`` and renamed into place
+    once all are complete, so a full disk leaves the folder as it was (no mix of old and new files).
 
     Args:
         result: the evaluation.
@@ -266,11 +271,20 @@ def write_report(result: EvaluationResult, out_dir: Path | str, thumbnails: bool
 
     Returns:
         ``{"csv": ..., "json": ..., "html": ...}`` paths.
+
+    Raises:
+        OSError: the folder cannot be created or written (nothing is left behind).
     """
     out_dir = Path(out_dir)
     text = render_html(result, case_thumbnails(result) if thumbnails else ())
-    return {
-        "csv": write_cases_csv(result, out_dir / "cases.csv"),
-        "json": write_summary_json(result, out_dir / "summary.json"),
-        "html": atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(text, encoding="utf-8")),
-    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=".tmp", dir=out_dir))
+    try:
+        staged = {
+            "csv": write_cases_csv(result, staging / "cases.csv"),
+            "json": write_summary_json(result, staging / "summary.json"),
+            "html": atomic_write(staging / "report.html", lambda tmp: tmp.write_text(text, encoding="utf-8")),
+        }
+        return {key: path.replace(out_dir / path.name) for key, path in staged.items()}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -10,12 +10,15 @@ A preprocessed dataset is a folder::
 
 Images are stored as float32 ``.npy`` so that they can be memory-mapped and sliced without a
 conversion per patch; a 1 mm BraTS case takes ~50 MB, so float16 would save disk only. A case is
-redone only when its sources or the parameters changed; one bad case is reported and skipped.
+redone only when its sources or the parameters changed; one bad case is reported and skipped,
+but a full or read-only output disk stops the batch (every later case would fail the same way).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -41,6 +44,8 @@ from glioseg.preprocessing.normalize import (
 from glioseg.utils import atomic_write
 
 FG_LOCATIONS_MAX = 50_000
+# errors of the output disk rather than of a case: the batch stops instead of failing every case
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 @dataclass
@@ -232,16 +237,33 @@ def preprocess_files(files: CaseFiles, out: Path | str, spacing_mm: float | None
     return CaseResult(files.case_id, "done", time.perf_counter() - start)
 
 
+def is_disk_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full, over-quota or read-only output disk (not a problem of one case)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
+
+
+def check_target_spacing(spacing_mm: float | None) -> None:
+    """ValueError unless ``spacing_mm`` is None (keep each case's spacing) or a finite number > 0."""
+    if spacing_mm is not None and not (math.isfinite(spacing_mm) and spacing_mm > 0):
+        raise ValueError(f"target spacing must be a number of mm > 0, got {spacing_mm}")
+
+
 def _run_isolated(files: CaseFiles, out: Path, spacing_mm: float | None, label_scheme: str | None,
                   force: bool, one_thread: bool = False) -> CaseResult:
-    """Preprocess one case, turning any error into a failed result (one bad case must not stop a batch)."""
+    """Preprocess one case, turning its errors into a failed result (one bad case must not stop a batch).
+
+    Raises:
+        OSError: the output disk is full or read-only (:func:`is_disk_error`).
+    """
     if one_thread:  # process-pool workers: parallelism comes from the processes
         import torch
 
         torch.set_num_threads(1)
     try:
         return preprocess_files(files, out, spacing_mm, label_scheme, force)
-    except Exception as exc:  # noqa: BLE001 (isolate the case: report and let the batch go on)
+    except Exception as exc:
+        if is_disk_error(exc):
+            raise
         return CaseResult(files.case_id, "failed", error=failure_message(files.case_id, exc))
 
 
@@ -273,7 +295,13 @@ def preprocess_dataset(cases: Sequence[CaseFiles], out: Path | str, spacing_mm: 
 
     Returns:
         Per-case results (done / skipped / failed with message), in completion order.
+
+    Raises:
+        ValueError: ``spacing_mm`` not > 0 (checked before any case is read).
+        OSError: ``out`` cannot be created, or its disk is full or read-only (the batch stops;
+            the cases written so far are complete, none is half-written).
     """
+    check_target_spacing(spacing_mm)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = DatasetResult()
@@ -301,5 +329,8 @@ def _run_in_processes(cases: Sequence[CaseFiles], out: Path, spacing_mm: float |
         for fut in as_completed(futures):
             try:
                 record(fut.result())
-            except Exception as exc:  # noqa: BLE001 (a worker died, e.g. out of memory)
+            except Exception as exc:
+                if is_disk_error(exc):
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
                 record(CaseResult(futures[fut].case_id, "failed", error=f"worker crashed: {exc}"))
