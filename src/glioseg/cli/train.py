@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -13,7 +13,7 @@ from glioseg.cli.paths import check_output_dir, check_output_file, os_error_mess
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from glioseg.config import TrainConfig
     from glioseg.training.distributed import DistInfo
-    from glioseg.training.trainer import StageResult
+    from glioseg.training.trainer import StageResult, TrainingInterrupted
 
 
 def _torchrun_membership() -> DistInfo:
@@ -64,7 +64,7 @@ def train(
     from glioseg.preprocessing.splits import SplitError
     from glioseg.runtime import tune_allocator
     from glioseg.training.distributed import init_distributed
-    from glioseg.training.trainer import fit, fit_all_folds
+    from glioseg.training.trainer import TrainingInterrupted, fit, fit_all_folds
 
     if fold is not None and all_folds:
         fail("give either --fold K or --all-folds, not both")
@@ -89,12 +89,42 @@ def train(
         fail(str(exc))
     except OSError as exc:  # disk full or read-only while writing checkpoints, logs, weights
         fail(os_error_message(run_dir, exc, "RUN"))
+    except KeyboardInterrupt as exc:  # Ctrl-C: say where the checkpoint is and how to go on
+        stopped = exc if isinstance(exc, TrainingInterrupted) else None
+        stage_name = stage if stage is not None or stopped is None else stopped.stage_dir.name
+        again = _resume_command(preprocessed, run_dir, stage_name, fold, all_folds)
+        _interrupted(stopped, again, dist.is_main)
     if initialised:
         import torch.distributed
 
         torch.distributed.destroy_process_group()
     if dist.is_main:
         _print_results(results)
+
+
+def _resume_command(preprocessed: Path, run_dir: Path, stage: str | None, fold: int | None,
+                    all_folds: bool) -> str:
+    """The ``glioseg train`` command that resumes this run (its other settings are in RUN/config.yaml)."""
+    import shlex
+
+    args = ["glioseg", "train", str(preprocessed), str(run_dir)]
+    args += ["--stage", stage] if stage is not None else []
+    args += ["--fold", str(fold)] if fold is not None else []
+    args += ["--all-folds"] if all_folds else []
+    return shlex.join(args)
+
+
+def _interrupted(stopped: TrainingInterrupted | None, again: str, is_main: bool) -> NoReturn:
+    """Exit 130 after one line: where training stopped, its checkpoint, and the command that resumes it."""
+    if is_main:
+        if stopped is None:
+            text = f"interrupted before training started; run `{again}` to start again"
+        elif stopped.checkpoint is None:
+            text = f"{stopped.describe()}; run `{again}` to start again"
+        else:
+            text = f"{stopped.describe()}; resume with: {again}"
+        typer.secho(text, fg=typer.colors.YELLOW, err=True)
+    raise typer.Exit(130)
 
 
 def _resolve(preset: str | None, config_file: Path | None, run_dir: Path, stage: str | None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import EllipsisType
@@ -265,7 +266,13 @@ def batches(dataset: PatchDataset, start: int, stop: int, batch_size: int, rank:
             num_workers: int = 0) -> torch.utils.data.DataLoader:
     """DataLoader yielding one rank's batches of iterations ``[start, stop)`` of the current epoch."""
     sampler = StepSampler(start, stop, batch_size, rank, world_size)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                                       worker_init_fn=ignore_sigint if num_workers else None)
+
+
+def ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the trainer, which stops at a step boundary (and then ends them)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def check_spacing(root: Path, case_ids: Sequence[str], stage: StageConfig) -> None:

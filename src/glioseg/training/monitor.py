@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,13 @@ class Monitor:
         if self.bar is not None:
             self.bar.update(self.task, completed=progress.global_step,
                             description=f"epoch {progress.epoch} loss {loss:.4f} lr {lr:.2e}")
+
+    def note(self, text: str) -> None:
+        """Tell the person watching something (above the bar when there is one; main process only)."""
+        if self.bar is not None:
+            self.bar.console.print(text, markup=False, highlight=False)
+        elif self.tb is not None:
+            print(text, file=sys.stderr, flush=True)
 
     def epoch(self, row: dict[str, float]) -> None:
         """Record one epoch's log row (losses, lr, validation Dice)."""

@@ -9,16 +9,24 @@ Exactness: sample ``j`` of iteration ``it`` of epoch ``e`` on rank ``r`` is patc
 :class:`glioseg.training.dataset.PatchDataset`), and the torch generator is re-seeded from
 ``(seed, rank, global step)`` before each step, so a run resumed from any checkpoint repeats the
 uninterrupted run (in deterministic mode on CPU).
+
+Ctrl-C: the first SIGINT asks the loop to stop at the next step boundary (after validation when
+it comes during one); the stage is checkpointed there and :class:`TrainingInterrupted` says where
+and how to resume. A second Ctrl-C stops at once, checkpointing only when the weights are not
+half-updated. Under DDP the ranks agree on the stopping step.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -36,7 +44,7 @@ from glioseg.training.losses import build_loss
 from glioseg.training.monitor import Monitor
 from glioseg.training.validation import validate
 
-__all__ = ["StageResult", "fit", "fit_all_folds", "lr_at", "train_stage"]
+__all__ = ["StageResult", "TrainingInterrupted", "fit", "fit_all_folds", "lr_at", "train_stage"]
 
 
 @dataclass
@@ -47,6 +55,65 @@ class StageResult:
     progress: Progress
     finished: bool
     model: nn.Module
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (a KeyboardInterrupt); the stage can be resumed from ``checkpoint``.
+
+    A KeyboardInterrupt, so that code not expecting it stops as on any Ctrl-C.
+
+    Attributes:
+        stage_dir: the stage folder (``state.pt`` and ``last.safetensors``).
+        progress: where training stopped.
+        saved: whether a checkpoint was written at ``progress`` (False when the interrupt came
+            in the middle of a weight update; the previous checkpoint, if any, is kept).
+    """
+
+    def __init__(self, stage_dir: Path, progress: Progress, saved: bool) -> None:
+        self.stage_dir, self.progress, self.saved = stage_dir, progress, saved
+        super().__init__(self.describe())
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """``state.pt`` to resume from, or None when the stage has none (it would start over)."""
+        path = self.stage_dir / "state.pt"
+        return path if path.is_file() else None
+
+    def describe(self) -> str:
+        """One line: where training stopped and which checkpoint a resume starts from."""
+        p = self.progress
+        where = f"epoch {p.epoch}, iteration {p.iteration}, step {p.global_step}"
+        if self.saved:
+            return f"interrupted at {where}; checkpoint written to {self.checkpoint}"
+        if self.checkpoint is not None:
+            return (f"interrupted at {where} in the middle of a weight update; the previous checkpoint "
+                    f"{self.checkpoint} is kept")
+        return f"interrupted at {where} in the middle of a weight update; no checkpoint, the stage starts over"
+
+
+class _StopRequest:
+    """SIGINT while training: the first one is recorded (the loop stops at the next step boundary),
+    a second one raises KeyboardInterrupt at once. Installed in the main thread only."""
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        self.requested = False
+        self._note = note
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._note("Ctrl-C: stopping after this step and writing a checkpoint (Ctrl-C again to stop at once)")
 
 
 def lr_at(stage: StageConfig, epoch: int) -> float:
@@ -115,17 +182,34 @@ class _StageRun:
     dataset: PatchDataset
     loss_fn: nn.Module
     monitor: Monitor
+    stop: _StopRequest | None = None
     last_save: float = field(default_factory=time.monotonic)
+    # True from the optimiser's step until the step is counted: the weights do not match progress then
+    updating: bool = False
 
     @property
     def stage_dir(self) -> Path:
         return self.run_dir / self.stage.name
 
     def loop(self, max_steps: int | None) -> bool:
-        """Epoch/iteration loop; returns False when stopped by ``max_steps`` (after checkpointing)."""
+        """Epoch/iteration loop; returns False when stopped by ``max_steps`` (after checkpointing).
+
+        Raises:
+            TrainingInterrupted: Ctrl-C (any KeyboardInterrupt); the checkpoint is written first.
+        """
         self.model.train()
         self.last_save = time.monotonic()
+        hook = self.optimizer.register_step_pre_hook(self._updating)
+        try:
+            return self._epochs(max_steps)
+        except KeyboardInterrupt:
+            self._interrupted()
+        finally:
+            hook.remove()
+
+    def _epochs(self, max_steps: int | None) -> bool:
         while self.progress.epoch < self.stage.epochs:
+            self._check_stop()
             lr = lr_at(self.stage, self.progress.epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -136,6 +220,28 @@ class _StageRun:
                 return False
             self._end_epoch(lr)
         return True
+
+    def _updating(self, *args: Any) -> None:
+        self.updating = True
+
+    def _check_stop(self) -> None:
+        """Raise KeyboardInterrupt at this step boundary when Ctrl-C was pressed (on any rank)."""
+        requested = self.stop is not None and self.stop.requested
+        if self.dist.world_size > 1:  # every rank must stop at the same step
+            flag = torch.tensor([float(requested)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            requested = bool(flag.item())
+        if requested:
+            raise KeyboardInterrupt
+
+    def _interrupted(self) -> NoReturn:
+        """Checkpoint where training stands (unless the weights are half-updated) and raise TrainingInterrupted."""
+        saved = not self.updating
+        if saved and self.dist.is_main:
+            self._checkpoint()
+        if saved and self.dist.world_size > 1:  # the others wait: torchrun stops every rank when one exits
+            torch.distributed.barrier()
+        raise TrainingInterrupted(self.stage_dir, self.progress, saved)
 
     def _stop(self, max_steps: int | None) -> int:
         """End of this epoch's iteration range (``max_steps`` may cut it short)."""
@@ -149,30 +255,45 @@ class _StageRun:
         p = self.progress
         self.dataset.set_epoch(p.epoch)
         tick = time.monotonic()
-        for batch in batches(self.dataset, p.iteration, stop, self.stage.batch_size, self.dist.rank,
-                             self.dist.world_size, self.config.num_workers):
-            torch.manual_seed(step_seed(self.config.seed, self.dist.rank, p.global_step))
-            loss = train_step(self.model, batch, self.loss_fn, self.optimizer, self.scaler, self.device, self.stage)
-            p.iteration, p.global_step, p.epoch_loss_sum = p.iteration + 1, p.global_step + 1, p.epoch_loss_sum + loss
-            self.monitor.step(p, loss, lr)
-            if self.dist.is_main and time.monotonic() - self.last_save > 60 * self.config.checkpoint_minutes:
-                p.seconds, tick = p.seconds + time.monotonic() - tick, time.monotonic()
-                self._checkpoint()
-        p.seconds += time.monotonic() - tick
+        try:
+            for batch in batches(self.dataset, p.iteration, stop, self.stage.batch_size, self.dist.rank,
+                                 self.dist.world_size, self.config.num_workers):
+                torch.manual_seed(step_seed(self.config.seed, self.dist.rank, p.global_step))
+                loss = train_step(self.model, batch, self.loss_fn, self.optimizer, self.scaler, self.device,
+                                  self.stage)
+                p.iteration, p.global_step = p.iteration + 1, p.global_step + 1
+                p.epoch_loss_sum, self.updating = p.epoch_loss_sum + loss, False
+                self.monitor.step(p, loss, lr)
+                if self.dist.is_main and time.monotonic() - self.last_save > 60 * self.config.checkpoint_minutes:
+                    p.seconds, tick = p.seconds + time.monotonic() - tick, time.monotonic()
+                    self._checkpoint()
+                self._check_stop()
+        finally:  # an interrupted epoch's time counts too
+            p.seconds += time.monotonic() - tick
 
     def _checkpoint(self) -> None:
         save_checkpoint(self.stage_dir, self.model, self.optimizer, self.scaler, self.progress, self.stage)
         self.last_save = time.monotonic()
 
     def _end_epoch(self, lr: float) -> None:
-        """Close the epoch: its log row, then (main process) validation, weights, logs and run.json."""
+        """Close the epoch: its log row, then (main process) validation, weights, logs and run.json.
+
+        A KeyboardInterrupt in here (a second Ctrl-C during validation) puts the progress back to
+        the end of the epoch's steps, so that the checkpoint written then redoes the closing.
+        """
         p = self.progress
+        before = replace(p, history=list(p.history))
         row: dict[str, float] = {"epoch": p.epoch, "step": p.global_step, "lr": lr,
                                  "train_loss": p.epoch_loss_sum / self.stage.iterations,
                                  "seconds": round(p.seconds, 2)}
         p.epoch, p.iteration, p.epoch_loss_sum = p.epoch + 1, 0, 0.0
-        if self.dist.is_main:
-            self._record_epoch(row)
+        try:
+            if self.dist.is_main:
+                self._record_epoch(row)
+        except KeyboardInterrupt:
+            for f in fields(Progress):
+                setattr(p, f.name, getattr(before, f.name))
+            raise
         if self.dist.world_size > 1:
             torch.distributed.barrier()
         self.last_save = time.monotonic()
@@ -257,6 +378,8 @@ def train_stage(config: TrainConfig, stage_name: str, preprocessed: Path | str, 
 
     Raises:
         TrainError / ConfigError / ValueError: unusable data, config, device or checkpoint.
+        TrainingInterrupted: Ctrl-C; the checkpoint to resume from was written (see its ``saved``).
+        OSError: a checkpoint, log or weights file could not be written (disk full, read-only).
     """
     dist = dist or DistInfo()
     stage, root, run_dir = config.stage(stage_name), Path(preprocessed), Path(run_dir)
@@ -272,7 +395,8 @@ def train_stage(config: TrainConfig, stage_name: str, preprocessed: Path | str, 
     run = _StageRun(config, stage, root, run_dir, val_ids, dist, device, ddp, optimizer, scaler, progress, dataset,
                     loss, monitor)
     try:
-        finished = run.loop(max_steps)
+        with _StopRequest(monitor.note) as run.stop:
+            finished = run.loop(max_steps)
     finally:
         monitor.close()
     return StageResult(run.stage_dir, progress, finished, unwrap(run.model))
@@ -304,6 +428,7 @@ def fit(config: TrainConfig, preprocessed: Path | str, run_dir: Path | str, stag
     Raises:
         ConfigError: settings that differ from the run's trained stages (the fields are named).
         TrainError / ValueError: unusable data, device or checkpoint.
+        TrainingInterrupted, OSError: as :func:`train_stage`.
     """
     dist = dist or DistInfo()
     run_dir, stage = Path(run_dir), config.stage(stage_name)
