@@ -5,7 +5,9 @@ Each file is opened and read once. Every problem becomes a
 case, the file and what to do; a broken case never stops the check of the others.
 :func:`check_dataset` decides the label scheme once for the whole dataset
 (:func:`glioseg.data.schemes.decide_dataset_scheme`: the layout, dataset.json, the values of all
-segmentations together and their anatomy), and refuses contradictions. The report types and their renderings are in
+segmentations together and their anatomy), and refuses contradictions. Images the model cannot
+serve (background not 0, not skull-stripped; :mod:`glioseg.data.brain`) get warnings whose checks
+are in :data:`UNSERVABLE_CHECKS`. The report types and their renderings are in
 :mod:`glioseg.data.reports`.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from glioseg.data.brain import BACKGROUND_CHECK, SKULL_CHECK, unservable_problems
 from glioseg.data.layouts import DatasetError, find_cases
 from glioseg.data.nifti import (
     AFFINE_TOLERANCE_MM,
@@ -46,16 +49,21 @@ from glioseg.labels import (
 
 EXPECTED_SPACING_MM = 1.0
 SPACING_TOLERANCE = 0.25  # warn when a voxel side is off 1 mm by more than this fraction
+# warnings for inputs the model cannot serve (background not 0, not skull-stripped): predict refuses
+# cases with one of these unless forced
+UNSERVABLE_CHECKS: frozenset[str] = frozenset({BACKGROUND_CHECK, SKULL_CHECK})
 
 
 @dataclass
 class _Volume:
-    """A file read once: its geometry and raw voxels (None when they could not be read)."""
+    """A file read once: its geometry, raw voxels (None when they could not be read) and scaling."""
 
     path: Path
     geometry: Geometry
     data: np.ndarray | None
     shape: tuple[int, ...]
+    slope: float = 1.0
+    inter: float = 0.0
 
 
 def _open_image(path: Path, report: CaseReport) -> nib.Nifti1Image | None:
@@ -95,7 +103,8 @@ def _read_file(path: Path, report: CaseReport) -> _Volume | None:
     except ValueError as exc:
         report.error("affine", str(exc), path)
         return None
-    return _Volume(path, geometry, _raw_voxels(img, path, report), tuple(int(s) for s in img.shape))
+    slope, inter = (float(getattr(img.dataobj, name, default)) for name, default in (("slope", 1.0), ("inter", 0.0)))
+    return _Volume(path, geometry, _raw_voxels(img, path, report), tuple(int(s) for s in img.shape), slope, inter)
 
 
 def _channel(volume: _Volume, index: int | None, name: str, report: CaseReport) -> np.ndarray | None:
@@ -172,7 +181,16 @@ def _check_modality(name: str, src: ImageSource, volume: _Volume, ref: tuple[str
     data = _channel(volume, src.volume, name, report)
     if data is not None:
         _check_values(data, name, src.path, report)
+        _check_servable(data, volume, name, src.path, report)
     return ref
+
+
+def _check_servable(data: np.ndarray, volume: _Volume, name: str, path: Path, report: CaseReport) -> None:
+    """Warnings (:data:`UNSERVABLE_CHECKS`) for a background that is not 0 or no skull-stripping."""
+    if data.ndim != 3 or not data.any():
+        return  # all zeros is an error already
+    for check, message in unservable_problems(data, volume.geometry.spacing, name, volume.slope, volume.inter):
+        report.warn(check, message, path)
 
 
 def _check_images(files: CaseFiles, report: CaseReport, atol: float) -> Geometry | None:
