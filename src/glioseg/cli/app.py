@@ -65,14 +65,14 @@ app = typer.Typer(
 )
 
 
-def one_line(text: str) -> str:
+def join_lines(text: str) -> str:
     """``text`` with its line breaks (multi-line exception messages) joined by single spaces."""
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: <message>`` as one line on stderr (red on a terminal) and exit with ``code``."""
-    typer.secho(f"error: {one_line(message)}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {join_lines(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -124,7 +124,7 @@ class CaseBar:
 
         self.progress.update(self.task, advance=1, last=f"{case_id} {status}{note}")
         if status == "failed":
-            self.progress.console.print(f"[red]failed[/red] {escape(one_line(error or ''))}")
+            self.progress.console.print(f"[red]failed[/red] {escape(join_lines(error or ''))}")
 
 
 @app.callback()
