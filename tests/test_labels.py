@@ -1,20 +1,8 @@
 import numpy as np
 import pytest
 
-from glioseg.labels import (
-    ED,
-    ET,
-    NCR,
-    RC,
-    SCHEMES,
-    LabelSchemeError,
-    detect_scheme,
-    get_scheme,
-    label_stats,
-    labels_to_regions,
-    regions_to_labels,
-    resolve_scheme,
-)
+from glioseg.labels import ED, ET, NCR, RC, SCHEMES, LabelSchemeError, get_scheme, labels_to_regions, regions_to_labels
+from glioseg.scheme_rules import detect_scheme, label_stats, resolve_scheme
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMES))

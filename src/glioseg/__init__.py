@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 # defining module -> public names (in pipeline order)
 _MODULE_EXPORTS: dict[str, tuple[str, ...]] = {
-    "glioseg.labels": ("REGIONS", "LabelScheme", "Region", "detect_scheme", "get_scheme"),
+    "glioseg.labels": ("REGIONS", "LabelScheme", "Region", "get_scheme"),
+    "glioseg.scheme_rules": ("detect_scheme",),
     "glioseg.config": ("StageConfig", "TrainConfig", "load_config", "resolve_config"),
     "glioseg.data.nifti": ("MODALITIES", "Case", "CaseError", "CaseFiles", "Geometry", "read_case", "write_seg"),
     "glioseg.data.layouts": ("DatasetError", "case_from_files", "find_cases"),
@@ -89,11 +90,12 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from glioseg.inference.batch import predict_dataset
     from glioseg.inference.postprocess import PostprocessConfig, postprocess_probabilities
     from glioseg.inference.predictor import Prediction, Predictor
-    from glioseg.labels import REGIONS, LabelScheme, Region, detect_scheme, get_scheme
+    from glioseg.labels import REGIONS, LabelScheme, Region, get_scheme
     from glioseg.networks import build_model
     from glioseg.preprocessing.cache import load_preprocessed
     from glioseg.preprocessing.normalize import PreprocessedCase, preprocess_case
     from glioseg.preprocessing.splits import make_splits
+    from glioseg.scheme_rules import detect_scheme
     from glioseg.training.trainer import fit
     from glioseg.utils import dice
 

@@ -36,16 +36,8 @@ from glioseg.data.nifti import (
 )
 from glioseg.data.reports import CaseReport, DatasetReport
 from glioseg.data.schemes import decide_dataset_scheme
-from glioseg.labels import (
-    ED,
-    NCR,
-    LabelScheme,
-    LabelSchemeError,
-    SchemeDecision,
-    get_scheme,
-    label_stats,
-    looks_swapped,
-)
+from glioseg.labels import ED, NCR, LabelScheme, LabelSchemeError, get_scheme
+from glioseg.scheme_rules import SchemeDecision, label_stats, looks_swapped
 
 EXPECTED_SPACING_MM = 1.0
 SPACING_TOLERANCE = 0.25  # warn when a voxel side is off 1 mm by more than this fraction

@@ -28,7 +28,8 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-from glioseg.labels import LabelScheme, case_scheme, get_scheme
+from glioseg.labels import LabelScheme, get_scheme
+from glioseg.scheme_rules import case_scheme
 from glioseg.utils import atomic_write
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")

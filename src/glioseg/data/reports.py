@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from glioseg.labels import LabelStats
+from glioseg.scheme_rules import LabelStats
 from glioseg.utils import atomic_write
 
 Severity = Literal["error", "warning"]

@@ -4,7 +4,7 @@ The evidence is, in order: the ``--label-scheme`` the user gave; the layout (``<
 BraTS 2017-21, ``<ID>-seg`` files BraTS 2023+) or the scheme dataset.json names (label names,
 ``glioseg_label_scheme``); the values of all segmentations together (3 and 4 together make BraTS
 2023 naming BraTS 2024); and the anatomy (edema, not necrosis, on the tumour's outer border). The
-rules themselves are :func:`glioseg.labels.resolve_scheme`; this module gathers the evidence from
+rules themselves are :func:`glioseg.scheme_rules.resolve_scheme`; this module gathers the evidence from
 the cases on disk. Contradictions are refused with one line naming the evidence and the
 ``--label-scheme`` to pass.
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from glioseg.data.nifti import CaseError, CaseFiles, load_nifti, read_array
-from glioseg.labels import LabelScheme, LabelSchemeError, LabelStats, SchemeDecision, label_stats, resolve_scheme
+from glioseg.labels import LabelScheme, LabelSchemeError
+from glioseg.scheme_rules import LabelStats, SchemeDecision, label_stats, resolve_scheme
 
 
 def read_label_stats(path: Path, case_id: str) -> LabelStats:
@@ -29,7 +30,7 @@ def read_label_stats(path: Path, case_id: str) -> LabelStats:
         case_id: named in errors.
 
     Returns:
-        Its :class:`~glioseg.labels.LabelStats`.
+        Its :class:`~glioseg.scheme_rules.LabelStats`.
 
     Raises:
         CaseError: unreadable file, or non-integer values.
@@ -148,7 +149,7 @@ def decide_files_scheme(paths: Mapping[str, Path], hint: str | None, hint_eviden
         ``(scheme, evidence)``.
 
     Raises:
-        LabelSchemeError: as :func:`glioseg.labels.resolve_scheme`.
+        LabelSchemeError: as :func:`glioseg.scheme_rules.resolve_scheme`.
     """
     if label_scheme is not None:
         return resolve_scheme([], label_scheme=label_scheme, flag=flag)

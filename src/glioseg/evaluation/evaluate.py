@@ -29,16 +29,8 @@ from glioseg.data.nifti import CaseError, CaseFiles, Geometry, load_nifti, read_
 from glioseg.data.schemes import decide_dataset_scheme, decide_files_scheme
 from glioseg.evaluation.metrics import CONVENTIONS, REGION_METRICS
 from glioseg.evaluation.scores import CaseScores, compute_brats_metrics, failed_case, summarize
-from glioseg.labels import (
-    REGIONS,
-    LabelScheme,
-    LabelSchemeError,
-    Region,
-    SchemeDecision,
-    detect_scheme,
-    get_scheme,
-    labels_to_regions,
-)
+from glioseg.labels import REGIONS, LabelScheme, LabelSchemeError, Region, get_scheme, labels_to_regions
+from glioseg.scheme_rules import SchemeDecision, detect_scheme
 from glioseg.utils import atomic_write
 
 PREDICTION_SUFFIXES: tuple[str, ...] = ("", "_seg", "-seg")
