@@ -75,6 +75,17 @@ def _predict_inputs(input_: Path | None, t1: Path | None, t1ce: Path | None, t2:
         fail(str(exc))
 
 
+def _output_scheme(cases: list[CaseFiles], output_label_scheme: str | None, label_scheme: str | None) -> str:
+    """The dataset's output scheme, decided before the model loads; exit with one line on contradictions."""
+    from glioseg.inference.batch import decide_output_scheme
+    from glioseg.labels import LabelSchemeError
+
+    try:
+        return decide_output_scheme(cases, output_label_scheme, label_scheme)
+    except LabelSchemeError as exc:
+        fail(f"{exc}; or give the output's scheme with --output-label-scheme")
+
+
 def _check_outputs(cases: list[CaseFiles], out: Path, manifest: Path, save_probabilities: bool) -> None:
     """Unique case IDs, and outputs that are writable and never among the inputs; exit with one line."""
     from glioseg.cli.paths import check_output_dir, check_output_file
@@ -145,6 +156,7 @@ def predict(
     cases = select_shard(every_case, num_shards, shard_id)
     manifest = manifest_path(out, num_shards, shard_id)
     _check_outputs(every_case, out, manifest, save_probabilities)  # all shards: no shard writes among inputs
+    output_label_scheme = _output_scheme(every_case, output_label_scheme, label_scheme)  # once, for all shards
     tune_allocator()
     _set_threads(threads)
     predictor = _load_predictor(model, fold_list, device=device, precision=precision, tta=tta, cascade=cascade,

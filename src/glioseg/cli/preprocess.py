@@ -26,6 +26,8 @@ def preprocess(
 ) -> None:
     """Crop to the brain, z-score each modality in the brain, optionally resample; cache as .npy."""
     from glioseg.data.layouts import DatasetError, find_cases
+    from glioseg.data.schemes import decide_dataset_scheme
+    from glioseg.labels import LabelSchemeError
     from glioseg.preprocessing.cache import check_target_spacing, preprocess_dataset
     from glioseg.runtime import tune_allocator
 
@@ -41,8 +43,12 @@ def preprocess(
     except DatasetError as exc:
         fail(str(exc))
     check_outside_inputs(out, _input_files(cases), "OUT")
+    try:  # the dataset's label scheme, decided once before any case is read
+        decided = decide_dataset_scheme(cases, label_scheme, workers=workers).scheme
+    except LabelSchemeError as exc:
+        fail(str(exc))
     with writing(out, "OUT"), CaseBar("preprocess", len(cases)) as bar:
-        result = preprocess_dataset(cases, out, spacing, workers, label_scheme, force,
+        result = preprocess_dataset(cases, out, spacing, workers, decided.name if decided else None, force,
                                     lambda r: bar.advance(r.case_id, r.status, r.error))
     counts = {s: sum(r.status == s for r in result.results) for s in ("done", "skipped", "failed")}
     typer.echo(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed -> {out}")

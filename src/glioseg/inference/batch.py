@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from glioseg.data import checks
 from glioseg.data.nifti import Case, CaseFiles, failure_message, read_case, write_image, write_seg
+from glioseg.data.schemes import decide_dataset_scheme
 from glioseg.inference import claims
 from glioseg.inference import manifest as manifests
 from glioseg.inference.manifest import MANIFEST_NAME, ManifestIndex, manifest_path, sha256_file
@@ -52,8 +53,8 @@ if TYPE_CHECKING:
 
 OTHER_PROCESS = ("being predicted by", "done by")  # how the reasons of cases left to another process start
 
-__all__ = ["MANIFEST_NAME", "OTHER_PROCESS", "CaseOutcome", "manifest_path", "output_scheme", "predict_dataset",
-           "predict_files", "select_shard", "shard_problem"]
+__all__ = ["MANIFEST_NAME", "OTHER_PROCESS", "CaseOutcome", "decide_output_scheme", "manifest_path", "output_scheme",
+           "predict_dataset", "predict_files", "select_shard", "shard_problem"]
 
 
 @dataclass
@@ -105,6 +106,30 @@ def select_shard(cases: Sequence[Any], num_shards: int = 1, shard_id: int = 0) -
         raise ValueError(problem)
     ordered = sorted(cases, key=lambda c: c.case_id)
     return ordered[shard_id::num_shards]
+
+
+def decide_output_scheme(cases: Sequence[CaseFiles], output_label_scheme: str | None = None,
+                         label_scheme: str | None = None) -> str:
+    """The scheme a dataset's predictions are written in, decided once for all its cases.
+
+    Args:
+        cases: the input cases.
+        output_label_scheme: the scheme asked for the output; returned as is when set.
+        label_scheme: the input's scheme, if given (``--label-scheme``).
+
+    Returns:
+        ``output_label_scheme``, else the input dataset's scheme as
+        :func:`glioseg.data.schemes.decide_dataset_scheme` decides it (layout, ``dataset.json``,
+        the values of any segmentations), else ``"brats2017"``.
+
+    Raises:
+        LabelSchemeError: the input's evidence contradicts itself (the message names the
+            ``--label-scheme`` to pass).
+    """
+    if output_label_scheme is not None:
+        return output_label_scheme
+    decided = decide_dataset_scheme(cases, label_scheme).scheme
+    return decided.name if decided is not None else "brats2017"
 
 
 def output_scheme(files: CaseFiles, output_label_scheme: str | None = None,
@@ -306,8 +331,8 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
         cases: the cases' files (from :func:`glioseg.data.layouts.find_cases`).
         out: output folder (``<ID>.nii.gz`` per case).
         label_scheme: the input dataset's label scheme (default: the one its layout implies).
-        output_label_scheme: scheme of the written label maps (default: the input's, else
-            brats2017; see :func:`output_scheme`).
+        output_label_scheme: scheme of the written label maps (default: the input dataset's,
+            else brats2017; see :func:`decide_output_scheme`).
         skip_existing: do not redo cases whose outputs are complete (see
             :func:`glioseg.inference.outputs.is_complete`).
         save_probabilities: also write probabilities (and uncertainty).
@@ -324,10 +349,13 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
     Raises:
         glioseg.inference.outputs.OutputError: unusable or repeated case IDs, or an output folder
             among the inputs (before anything is written).
+        LabelSchemeError: the input dataset's label evidence contradicts itself and no
+            ``output_label_scheme`` was given.
     """
     out = Path(out)
     check_case_ids(cases)
     check_output_location(out, cases, save_probabilities)
+    output_label_scheme = decide_output_scheme(cases, output_label_scheme, label_scheme)
     out.mkdir(parents=True, exist_ok=True)
     options = {"label_scheme": label_scheme, "output_label_scheme": output_label_scheme,
                "save_probabilities": save_probabilities}

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from glioseg.data.nifti import MODALITIES, CaseFiles, failure_message, read_case
+from glioseg.data.schemes import decide_dataset_scheme
 from glioseg.preprocessing.normalize import (
     CLIP_PERCENTILES,
     CROP_MARGIN,
@@ -289,7 +290,9 @@ def preprocess_dataset(cases: Sequence[CaseFiles], out: Path | str, spacing_mm: 
         out: output folder.
         spacing_mm: isotropic target spacing, or None to keep the original.
         workers: processes; 1 runs in this process.
-        label_scheme: scheme of the segmentations, detected when None.
+        label_scheme: scheme of the segmentations; when None it is decided once for the whole
+            dataset (:func:`glioseg.data.schemes.decide_dataset_scheme`) and every case is read
+            with that decision.
         force: redo cases that are up to date.
         on_result: called with each case's result as it finishes (progress display).
 
@@ -298,10 +301,14 @@ def preprocess_dataset(cases: Sequence[CaseFiles], out: Path | str, spacing_mm: 
 
     Raises:
         ValueError: ``spacing_mm`` not > 0 (checked before any case is read).
+        LabelSchemeError: the dataset's segmentations contradict each other or the layout
+            (before any case is written; the message names the ``--label-scheme`` to pass).
         OSError: ``out`` cannot be created, or its disk is full or read-only (the batch stops;
             the cases written so far are complete, none is half-written).
     """
     check_target_spacing(spacing_mm)
+    decided = decide_dataset_scheme(cases, label_scheme, workers=workers).scheme
+    read_scheme = decided.name if decided is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = DatasetResult()
@@ -313,9 +320,9 @@ def preprocess_dataset(cases: Sequence[CaseFiles], out: Path | str, spacing_mm: 
 
     if workers <= 1:
         for files in cases:
-            record(_run_isolated(files, out, spacing_mm, label_scheme, force))
+            record(_run_isolated(files, out, spacing_mm, read_scheme, force))
     else:
-        _run_in_processes(cases, out, spacing_mm, label_scheme, force, workers, record)
+        _run_in_processes(cases, out, spacing_mm, read_scheme, force, workers, record)
     write_dataset_json(out, spacing_mm, label_scheme)
     return result
 
