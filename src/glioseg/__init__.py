@@ -18,7 +18,8 @@ _MODULE_EXPORTS: dict[str, tuple[str, ...]] = {
     "glioseg.scheme_rules": ("detect_scheme",),
     "glioseg.config": ("StageConfig", "TrainConfig", "load_config", "resolve_config"),
     "glioseg.data.nifti": ("MODALITIES", "Case", "CaseError", "CaseFiles", "Geometry", "read_case", "write_seg"),
-    "glioseg.data.layouts": ("DatasetError", "case_from_files", "find_cases"),
+    "glioseg.data.naming": ("DatasetError",),
+    "glioseg.data.layouts": ("case_from_files", "find_cases"),
     "glioseg.data.synthetic": ("make_synthetic_case", "write_synthetic_dataset"),
     "glioseg.preprocessing.normalize": ("PreprocessedCase", "preprocess_case"),
     "glioseg.preprocessing.cache": ("load_preprocessed",),
@@ -81,7 +82,8 @@ __all__ = [  # a literal list for linters; test_package checks it against _EXPOR
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from glioseg.artifacts.rundir import load_run
     from glioseg.config import StageConfig, TrainConfig, load_config, resolve_config
-    from glioseg.data.layouts import DatasetError, case_from_files, find_cases
+    from glioseg.data.layouts import case_from_files, find_cases
+    from glioseg.data.naming import DatasetError
     from glioseg.data.nifti import MODALITIES, Case, CaseError, CaseFiles, Geometry, read_case, write_seg
     from glioseg.data.synthetic import make_synthetic_case, write_synthetic_dataset
     from glioseg.evaluation.evaluate import evaluate_folder

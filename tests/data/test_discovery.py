@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from glioseg.data.checks import check_dataset
-from glioseg.data.layouts import BRATS2017_SUFFIX, BRATS2023_SUFFIX, DatasetError, case_from_files, find_cases
+from glioseg.data.layouts import case_from_files, find_cases
+from glioseg.data.naming import BRATS2017_SUFFIX, BRATS2023_SUFFIX, DatasetError
 from glioseg.data.nifti import MODALITIES, read_case
 from glioseg.data.synthetic import make_synthetic_case, write_synthetic_dataset
 

@@ -7,7 +7,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from glioseg.data.layouts import DatasetError, case_from_files, find_cases
+from glioseg.data.layouts import case_from_files, find_cases
+from glioseg.data.naming import DatasetError
 from glioseg.data.nifti import MODALITIES, read_case
 from glioseg.data.synthetic import make_synthetic_case
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from glioseg.data.checks import check_dataset
-from glioseg.data.layouts import LAYOUTS, find_cases
+from glioseg.data.layouts import find_cases
+from glioseg.data.naming import LAYOUTS
 from glioseg.data.nifti import read_case
 from glioseg.data.schemes import decide_dataset_scheme
 from glioseg.data.synthetic import make_synthetic_case, write_synthetic_dataset

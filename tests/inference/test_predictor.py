@@ -16,8 +16,9 @@ from glioseg.config import ModelConfig, StageConfig, TrainConfig, save_config
 from glioseg.data.layouts import find_cases
 from glioseg.data.nifti import read_case
 from glioseg.data.synthetic import default_affine
-from glioseg.inference.batch import predict_dataset, select_shard
+from glioseg.inference.batch import predict_dataset
 from glioseg.inference.cascade import box_on_grid
+from glioseg.inference.cases import select_shard
 from glioseg.inference.postprocess import PostprocessConfig, save_postprocess
 from glioseg.inference.predictor import Predictor, Stage, run_folders
 from glioseg.labels import ET, get_scheme

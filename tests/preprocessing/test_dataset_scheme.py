@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from glioseg.cli import app
 from glioseg.data.layouts import find_cases
 from glioseg.data.synthetic import write_synthetic_dataset
-from glioseg.inference.batch import decide_output_scheme
+from glioseg.inference.cases import decide_output_scheme
 from glioseg.labels import ET, RC, LabelSchemeError
 from glioseg.preprocessing.cache import load_preprocessed, preprocess_dataset
 

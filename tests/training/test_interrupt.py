@@ -18,7 +18,8 @@ import glioseg.training.trainer as trainer
 from glioseg.cli import app
 from glioseg.data.layouts import find_cases
 from glioseg.preprocessing.cache import preprocess_dataset
-from glioseg.training.trainer import TrainingInterrupted, fit
+from glioseg.training.interrupt import TrainingInterrupted
+from glioseg.training.trainer import fit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_trainer import tiny_config

@@ -16,7 +16,8 @@ from glioseg.artifacts.weights import TrainError
 from glioseg.config import ConfigError, ModelConfig, StageConfig, TrainConfig
 from glioseg.data.layouts import find_cases
 from glioseg.preprocessing.cache import preprocess_dataset
-from glioseg.training.trainer import fit, lr_at, train_stage
+from glioseg.training.schedule import lr_at
+from glioseg.training.trainer import fit, train_stage
 
 TINY = ModelConfig(base_filters=4, depth=3)
 

@@ -65,7 +65,7 @@ def info(
                                             "segmentation \\[detected]."),
 ) -> None:
     """Print modalities, shape, spacing, orientation, intensity ranges and label volumes."""
-    from glioseg.data.layouts import DatasetError
+    from glioseg.data.naming import DatasetError
     from glioseg.data.nifti import MODALITIES, CaseError
     from glioseg.labels import LabelSchemeError
 

@@ -32,7 +32,7 @@ def evaluate(
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Embed best/median/worst pictures."),
 ) -> None:
     """Score predictions by the BraTS rules: CSV, JSON summary and an HTML report."""
-    from glioseg.data.layouts import DatasetError
+    from glioseg.data.naming import DatasetError
     from glioseg.evaluation.evaluate import evaluate_folder
     from glioseg.evaluation.report import write_report
     from glioseg.labels import LabelSchemeError
@@ -86,7 +86,7 @@ def show(
                                                  "prediction (--pred) \\[detected, preferring the ground truth's]."),
 ) -> None:
     """Picture of a case: ground truth and prediction on FLAIR and T1ce, three planes."""
-    from glioseg.data.layouts import DatasetError
+    from glioseg.data.naming import DatasetError
     from glioseg.data.nifti import CaseError
     from glioseg.evaluation.figures import case_figure, save_figure, save_gif, sweep_frames
     from glioseg.labels import LabelSchemeError

@@ -30,7 +30,7 @@ def _check_options(overlap: float, margin: float, tta: str, precision: str, num_
                    shard_id: int) -> None:
     """Exit with one line naming the flag when a value is out of range (before anything is read)."""
     from glioseg.config import PRECISIONS
-    from glioseg.inference.batch import shard_problem
+    from glioseg.inference.cases import shard_problem
     from glioseg.inference.ensemble import parse_flips
 
     if not 0.0 <= overlap < 1.0:
@@ -52,7 +52,8 @@ def _check_options(overlap: float, margin: float, tta: str, precision: str, num_
 def _predict_inputs(input_: Path | None, t1: Path | None, t1ce: Path | None, t2: Path | None,
                     flair: Path | None, case_id: str | None) -> list[CaseFiles]:
     """Cases from -i (case or dataset folder) or from the four files given one by one."""
-    from glioseg.data.layouts import DatasetError, case_from_files, find_cases
+    from glioseg.data.layouts import case_from_files, find_cases
+    from glioseg.data.naming import DatasetError
     from glioseg.inference.outputs import case_id_problem
 
     if any(f is not None for f in (t1, t1ce, t2, flair)):
@@ -77,7 +78,7 @@ def _predict_inputs(input_: Path | None, t1: Path | None, t1ce: Path | None, t2:
 
 def _output_scheme(cases: list[CaseFiles], output_label_scheme: str | None, label_scheme: str | None) -> str:
     """The dataset's output scheme, decided before the model loads; exit with one line on contradictions."""
-    from glioseg.inference.batch import decide_output_scheme
+    from glioseg.inference.cases import decide_output_scheme
     from glioseg.labels import LabelSchemeError
 
     try:
@@ -144,7 +145,9 @@ def predict(
     """Segment cases with a trained model; write <OUT>/<ID>.nii.gz in each input's geometry."""
     import time
 
-    from glioseg.inference.batch import manifest_path, predict_dataset, select_shard
+    from glioseg.inference.batch import predict_dataset
+    from glioseg.inference.cases import select_shard
+    from glioseg.inference.manifest import manifest_path
     from glioseg.runtime import tune_allocator
 
     started = time.time()  # cases another process finishes after this are not redone

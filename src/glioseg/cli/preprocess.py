@@ -25,7 +25,8 @@ def preprocess(
     force: bool = typer.Option(False, "--force", help="Redo cases that are already up to date."),
 ) -> None:
     """Crop to the brain, z-score each modality in the brain, optionally resample; cache as .npy."""
-    from glioseg.data.layouts import DatasetError, find_cases
+    from glioseg.data.layouts import find_cases
+    from glioseg.data.naming import DatasetError
     from glioseg.data.schemes import decide_dataset_scheme
     from glioseg.labels import LabelSchemeError
     from glioseg.preprocessing.cache import check_target_spacing, preprocess_dataset

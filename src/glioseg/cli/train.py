@@ -13,7 +13,8 @@ from glioseg.cli.paths import check_output_dir, check_output_file, os_error_mess
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from glioseg.config import TrainConfig
     from glioseg.training.distributed import DistInfo
-    from glioseg.training.trainer import StageResult, TrainingInterrupted
+    from glioseg.training.interrupt import TrainingInterrupted
+    from glioseg.training.trainer import StageResult
 
 
 def _torchrun_membership() -> DistInfo:
@@ -64,7 +65,8 @@ def train(
     from glioseg.preprocessing.splits import SplitError
     from glioseg.runtime import tune_allocator
     from glioseg.training.distributed import init_distributed
-    from glioseg.training.trainer import TrainingInterrupted, fit, fit_all_folds
+    from glioseg.training.interrupt import TrainingInterrupted
+    from glioseg.training.trainer import fit, fit_all_folds
 
     if fold is not None and all_folds:
         fail("give either --fold K or --all-folds, not both")

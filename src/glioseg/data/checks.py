@@ -24,7 +24,8 @@ import nibabel as nib
 import numpy as np
 
 from glioseg.data.brain import BACKGROUND_CHECK, SKULL_CHECK, unservable_problems
-from glioseg.data.layouts import DatasetError, find_cases
+from glioseg.data.layouts import find_cases
+from glioseg.data.naming import DatasetError
 from glioseg.data.nifti import (
     AFFINE_TOLERANCE_MM,
     MODALITIES,

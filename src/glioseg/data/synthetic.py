@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
-from glioseg.data.layouts import BRATS2017_SUFFIX, BRATS2023_SUFFIX, LAYOUTS
+from glioseg.data.naming import BRATS2017_SUFFIX, BRATS2023_SUFFIX, LAYOUTS
 from glioseg.data.nifti import CANONICAL_AXCODES, MODALITIES, Geometry
 from glioseg.labels import CANONICAL_NAMES, ED, ET, NCR, LabelScheme, get_scheme
 from glioseg.utils import atomic_write

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glioseg.data.layouts import find_cases, strip_nii
+from glioseg.data.layouts import find_cases
+from glioseg.data.naming import strip_nii
 from glioseg.data.nifti import CaseError, CaseFiles, Geometry, load_nifti, read_array
 from glioseg.data.schemes import decide_dataset_scheme, decide_files_scheme
 from glioseg.evaluation.metrics import CONVENTIONS, REGION_METRICS

@@ -18,14 +18,10 @@ half-updated. Under DDP the ranks agree on the stopping step.
 
 from __future__ import annotations
 
-import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import Any, NoReturn
 
 import torch
@@ -40,11 +36,13 @@ from glioseg.training.checkpoint import Progress, load_checkpoint, save_checkpoi
 from glioseg.training.curves import write_training_log
 from glioseg.training.dataset import PatchDataset, batches, check_spacing, make_dataset
 from glioseg.training.distributed import DistInfo, rank_device, wrap_ddp
+from glioseg.training.interrupt import TrainingInterrupted, _StopRequest
 from glioseg.training.losses import build_loss
 from glioseg.training.monitor import Monitor
+from glioseg.training.schedule import lr_at, step_seed
 from glioseg.training.validation import validate
 
-__all__ = ["StageResult", "TrainingInterrupted", "fit", "fit_all_folds", "lr_at", "train_stage"]
+__all__ = ["StageResult", "fit", "fit_all_folds", "train_stage"]
 
 
 @dataclass
@@ -55,82 +53,6 @@ class StageResult:
     progress: Progress
     finished: bool
     model: nn.Module
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C (a KeyboardInterrupt); the stage can be resumed from ``checkpoint``.
-
-    A KeyboardInterrupt, so that code not expecting it stops as on any Ctrl-C.
-
-    Attributes:
-        stage_dir: the stage folder (``state.pt`` and ``last.safetensors``).
-        progress: where training stopped.
-        saved: whether a checkpoint was written at ``progress`` (False when the interrupt came
-            in the middle of a weight update; the previous checkpoint, if any, is kept).
-    """
-
-    def __init__(self, stage_dir: Path, progress: Progress, saved: bool) -> None:
-        self.stage_dir, self.progress, self.saved = stage_dir, progress, saved
-        super().__init__(self.describe())
-
-    @property
-    def checkpoint(self) -> Path | None:
-        """``state.pt`` to resume from, or None when the stage has none (it would start over)."""
-        path = self.stage_dir / "state.pt"
-        return path if path.is_file() else None
-
-    def describe(self) -> str:
-        """One line: where training stopped and which checkpoint a resume starts from."""
-        p = self.progress
-        where = f"epoch {p.epoch}, iteration {p.iteration}, step {p.global_step}"
-        if self.saved:
-            return f"interrupted at {where}; checkpoint written to {self.checkpoint}"
-        if self.checkpoint is not None:
-            return (f"interrupted at {where} in the middle of a weight update; the previous checkpoint "
-                    f"{self.checkpoint} is kept")
-        return f"interrupted at {where} in the middle of a weight update; no checkpoint, the stage starts over"
-
-
-class _StopRequest:
-    """SIGINT while training: the first one is recorded (the loop stops at the next step boundary),
-    a second one raises KeyboardInterrupt at once. Installed in the main thread only."""
-
-    def __init__(self, note: Callable[[str], None]) -> None:
-        self.requested = False
-        self._note = note
-        self._previous: Any = None
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self._note("Ctrl-C: stopping after this step and writing a checkpoint (Ctrl-C again to stop at once)")
-
-
-def lr_at(stage: StageConfig, epoch: int) -> float:
-    """Learning rate of ``epoch`` (0-based) under the stage's schedule."""
-    o, frac = stage.optim, min(epoch / stage.epochs, 1.0)
-    if o.schedule == "exponential":
-        return o.lr * o.decay**epoch
-    if o.schedule == "poly":
-        return o.lr * (1.0 - frac) ** o.poly_power
-    if o.schedule == "cosine":
-        return o.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
-    return o.lr
-
-
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """Seed of the torch generator for one step of one rank (dropout, anything stochastic)."""
-    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63)
 
 
 def train_step(model: nn.Module, batch: dict[str, Any], loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
