@@ -292,6 +292,22 @@ def test_cli_predict_refuses_unservable_input_unless_forced(tmp_path, make_synth
     assert _records(tmp_path / "b")[0]["warnings"]  # the finding is still recorded
 
 
+def test_cli_predict_refuses_an_offset_background_unless_forced(data, tmp_path, fake):
+    # the real finding: a header scl_inter of 100 puts every background voxel at 100
+    case = find_cases(data)[0]
+    flair = case.images["flair"].path
+    img = nib.load(flair)
+    shifted = nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
+    shifted.header.set_slope_inter(1.0, 100.0)
+    nib.save(shifted, flair)
+    result = _predict("-i", data, "-o", tmp_path / "a")
+    assert result.exit_code == 1 and "--force" in result.stderr and "background" in result.stderr
+    assert case.case_id not in fake.calls and len(fake.calls) == 2  # the other cases go on
+    result = _predict("-i", data, "-o", tmp_path / "b", "--force")
+    assert result.exit_code == 0, result.output
+    assert case.case_id in fake.calls
+
+
 # ----------------------------------------------------------------------------- item 11: full disk
 
 
