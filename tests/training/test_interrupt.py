@@ -86,7 +86,25 @@ def test_ctrl_c_after_a_step_checkpoints_and_resumes_exactly(preprocessed, unint
         [r["train_loss"] for r in uninterrupted.progress.history]
 
 
-def test_sigint_during_a_step_stops_after_that_step(preprocessed, uninterrupted, tmp_path, monkeypatch):
+@pytest.fixture()
+def sigint_default():
+    """SIGINT as in an interactive shell (CI may start the tests with it ignored); restored after."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ignored_sigint_stays_ignored(preprocessed, tmp_path):
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
+    try:
+        assert fit(tiny_config(), preprocessed, tmp_path / "run", show_progress=False).finished
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_sigint_during_a_step_stops_after_that_step(preprocessed, uninterrupted, tmp_path, monkeypatch,
+                                                    sigint_default):
     real = trainer._backward_and_step
     calls = {"n": 0}
 
@@ -193,6 +211,7 @@ def _ddp_worker(rank: int, world: int, pre: str, run: str, out: str, init: str) 
 
     from glioseg.training.distributed import DistInfo, init_distributed
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a spawned rank inherits an ignored SIGINT
     info = DistInfo(rank, world, 0, init)
     assert init_distributed(info, "cpu")
     real, calls = trainer._backward_and_step, {"n": 0}

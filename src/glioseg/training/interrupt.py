@@ -57,7 +57,9 @@ class _StopRequest:
         self._previous: Any = None
 
     def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
+        # main thread only; an ignored SIGINT (nohup, background jobs) stays ignored
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
