@@ -40,15 +40,25 @@ def folder_name(folder: Path) -> str:
     return Path(os.path.abspath(folder)).name
 
 
+def case_id_problem(case_id: str) -> str | None:
+    """Why ``case_id`` cannot name an output file (empty, ``.``, ``..``, a path separator or NUL), or None."""
+    if not case_id.strip():
+        return "empty case ID"
+    if "/" in case_id or "\\" in case_id or "\0" in case_id or case_id in (".", ".."):
+        return f"case ID {case_id!r} is not a plain file name (no '/', '\\', '..')"
+    return None
+
+
 def check_case_id(case_id: str, what: str) -> None:
-    """DatasetError unless ``case_id`` can name an output file (non-empty, no separator, not . or ..).
+    """DatasetError unless ``case_id`` can name an output file (see :func:`case_id_problem`).
 
     Args:
         case_id: the ID.
         what: the case or option it comes from, named in the message (e.g. ``"--case-id"``).
     """
-    if not case_id.strip() or case_id in (".", "..") or "/" in case_id or "\\" in case_id:
-        raise DatasetError(f"case ID {case_id!r} of {what} cannot name an output file (empty, '.', '..' or "
-                           "with a path separator); rename the folder/files or give another case ID")
+    problem = case_id_problem(case_id)
+    if problem is not None:
+        raise DatasetError(f"{problem}, of {what}: it cannot name an output file; rename the folder/files or "
+                           "give another case ID")
 
 

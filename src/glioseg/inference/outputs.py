@@ -22,6 +22,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from glioseg.data.naming import case_id_problem as naming_problem
 from glioseg.data.nifti import CaseError, CaseFiles, Geometry, load_nifti
 from glioseg.inference.manifest import sha256_file
 from glioseg.labels import REGIONS
@@ -46,11 +47,11 @@ def case_folder(files: CaseFiles) -> Path | None:
 
 
 def case_id_problem(case_id: str) -> str | None:
-    """Why ``case_id`` cannot name output files, or None when it can."""
-    if not case_id.strip():
-        return "empty case ID"
-    if "/" in case_id or "\\" in case_id or "\0" in case_id or case_id in (".", ".."):
-        return f"case ID {case_id!r} is not a plain file name (no '/', '\\', '..')"
+    """Why ``case_id`` cannot name output files, or None: the dataset rule
+    (:func:`glioseg.data.naming.case_id_problem`), plus no leading dot and a length cap."""
+    problem = naming_problem(case_id)
+    if problem is not None:
+        return problem
     if case_id.startswith("."):
         return f"case ID {case_id!r} starts with '.' (hidden file names are glioseg's temporary files)"
     if len(case_id.encode()) > MAX_ID_BYTES:
