@@ -1,4 +1,4 @@
-"""Layering: every stage imports only its own and earlier stages (data -> ... -> evaluation -> cli)."""
+"""Layering: every stage imports only its own and earlier stages (data -> ... -> evaluation -> interop -> cli)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 import glioseg
 
-STAGES = ("data", "preprocessing", "networks", "artifacts", "inference", "training", "evaluation", "cli")
+STAGES = ("data", "preprocessing", "networks", "artifacts", "inference", "training", "evaluation", "radiomics",
+          "interop", "cli")
 PACKAGE = Path(glioseg.__file__).parent
 
 

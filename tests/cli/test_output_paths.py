@@ -25,7 +25,7 @@ CASE = "Brats18_SYN_000_1"
 EXPENSIVE = {
     "check": ["glioseg.data.checks.check_dataset"],
     "evaluate": ["glioseg.evaluation.evaluate.evaluate_folder"],
-    "show": ["glioseg.cli.evaluate.read_one_case"],
+    "show": ["glioseg.cli.show.read_one_case"],
     "preprocess": ["glioseg.data.layouts.find_cases", "glioseg.preprocessing.cache.preprocess_dataset"],
     "synth": ["glioseg.data.synthetic.write_synthetic_dataset"],
     "split": ["glioseg.preprocessing.splits.make_splits"],

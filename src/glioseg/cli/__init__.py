@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from glioseg.cli import data, evaluate, models, predict, preprocess, train
+from glioseg.cli import data, evaluate, models, postprocess, predict, preprocess, show, train
 from glioseg.cli.app import app, fail, version
 
 # (command name, function) in the order a user meets them
@@ -20,9 +20,9 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("split", preprocess.split),
     ("train", train.train),
     ("predict", predict.predict),
-    ("tune-postprocess", predict.tune_postprocess_cmd),
+    ("tune-postprocess", postprocess.tune_postprocess_cmd),
     ("evaluate", evaluate.evaluate),
-    ("show", evaluate.show),
+    ("show", show.show),
     ("plot-curves", train.plot_curves),
     ("info", data.info),
     ("synth", data.synth),
