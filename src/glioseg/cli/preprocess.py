@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # annotations only: the modules are imported inside the comma
 
 
 def preprocess(
-    dataset: Path = typer.Argument(..., help="Dataset folder (any supported layout)."),
+    datasets: list[Path] = typer.Argument(..., help="Dataset folder(s) (any supported layout); several "
+                                          "folders (e.g. releases) go into one cache.", show_default=False),
     out: Path = typer.Argument(..., help="Output folder for the preprocessed cases."),
     spacing: float | None = typer.Option(None, "--spacing", help="Isotropic target spacing in mm \\[keep]."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes."),
@@ -24,8 +25,12 @@ def preprocess(
                                             help="Label scheme of the input segmentations \\[detected]."),
     force: bool = typer.Option(False, "--force", help="Redo cases that are already up to date."),
 ) -> None:
-    """Crop to the brain, z-score each modality in the brain, optionally resample; cache as .npy."""
-    from glioseg.data.layouts import find_cases
+    """Crop to the brain, z-score each modality in the brain, optionally resample; cache as .npy.
+
+    Cases of several DATA folders go into one cache (one label scheme for all; each case's folder
+    is recorded in its meta.json and in OUT/dataset.json). A case ID in two folders is refused.
+    """
+    from glioseg.data.layouts import find_cases_in
     from glioseg.data.naming import DatasetError
     from glioseg.data.schemes import decide_dataset_scheme
     from glioseg.labels import LabelSchemeError
@@ -40,7 +45,7 @@ def preprocess(
     check_output_dir(out, "OUT")
     tune_allocator()
     try:
-        cases = find_cases(dataset)
+        cases, sources = find_cases_in(datasets)
     except DatasetError as exc:
         fail(str(exc))
     check_outside_inputs(out, _input_files(cases), "OUT")
@@ -50,7 +55,7 @@ def preprocess(
         fail(str(exc))
     with writing(out, "OUT"), CaseBar("preprocess", len(cases)) as bar:
         result = preprocess_dataset(cases, out, spacing, workers, decided.name if decided else None, force,
-                                    lambda r: bar.advance(r.case_id, r.status, r.error))
+                                    lambda r: bar.advance(r.case_id, r.status, r.error), sources)
     counts = {s: sum(r.status == s for r in result.results) for s in ("done", "skipped", "failed")}
     typer.echo(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed -> {out}")
     if result.failed:

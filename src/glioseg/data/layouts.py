@@ -15,13 +15,14 @@ Layouts:
 - ``files``: one case given file by file (:func:`case_from_files`).
 
 Channels always come out in the order of :data:`glioseg.data.nifti.MODALITIES` (T1, T1ce, T2, FLAIR).
+Several dataset folders (e.g. two releases) are combined into one dataset by :func:`find_cases_in`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from glioseg.data.dataset_json import _find_images_tr
@@ -157,6 +158,54 @@ def find_cases(root: Path | str, layout: str | None = None) -> list[CaseFiles]:
     cases = sorted(found[1], key=lambda c: c.case_id)
     _check_unique_ids(cases)
     return cases
+
+
+def find_cases_in(roots: Sequence[Path | str], layout: str | None = None) -> tuple[list[CaseFiles], dict[str, Path]]:
+    """Find the cases of several dataset folders, to be used as one dataset (releases combined).
+
+    A case reached through two folders by the very same files (a folder given twice, or a folder
+    and one of its sub-folders) counts once, under the first folder. Any other case ID found in
+    two folders is refused, even when the files are copies: one cache folder per ID, and no
+    silent choice between two sources.
+
+    Args:
+        roots: dataset folders (each in any layout :func:`find_cases` detects).
+        layout: force one layout for all of them; detected per folder when None.
+
+    Returns:
+        The cases sorted by ID, and each case ID's dataset folder (as given).
+
+    Raises:
+        DatasetError: a folder :func:`find_cases` refuses, or one case ID in two folders
+            (also IDs equal but for case), naming both paths and the fix.
+    """
+    if not roots:
+        raise DatasetError("no dataset folder given; give at least one")
+    found: dict[str, tuple[CaseFiles, Path]] = {}
+    for root in map(Path, roots):
+        for case in find_cases(root, layout):
+            key = case.case_id.casefold()
+            if key not in found:
+                found[key] = (case, root)
+            elif _case_paths(found[key][0]) != _case_paths(case):
+                raise DatasetError(_duplicate_message(*found[key], case, root))
+    cases = sorted((c for c, _ in found.values()), key=lambda c: c.case_id)
+    return cases, {c.case_id: r for c, r in found.values()}
+
+
+def _case_paths(case: CaseFiles) -> set[Path]:
+    """The real paths of a case's image and label files (two cases are one when these agree)."""
+    files = [s.path for s in case.images.values()] + ([case.label] if case.label is not None else [])
+    return {p.resolve() for p in files}
+
+
+def _duplicate_message(first: CaseFiles, first_root: Path, case: CaseFiles, root: Path) -> str:
+    """The one-line refusal of one case ID in two dataset folders."""
+    same = "case ID" if first.case_id == case.case_id else "case IDs differing only in case,"
+    ids = first.case_id if first.case_id == case.case_id else f"{first.case_id} / {case.case_id}"
+    return (f"{same} {ids} is in two dataset folders: {_case_folder(first)} (in {first_root}) and "
+            f"{_case_folder(case)} (in {root}), with different files; keep one (move the other case "
+            "folder out of its dataset), or preprocess the folders into separate caches")
 
 
 def _case_folder(case: CaseFiles) -> Path | None:

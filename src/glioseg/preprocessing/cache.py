@@ -6,7 +6,11 @@ A preprocessed dataset is a folder::
     OUT/<case_id>/image.npy          float32 (4, x, y, z), z-scored, background 0
     OUT/<case_id>/label.npy          uint8 (x, y, z) canonical labels (absent without a label)
     OUT/<case_id>/fg.npz             foreground voxel coordinates per canonical class (sampling)
-    OUT/<case_id>/meta.json          bbox, shapes, spacings, statistics, geometry, sources
+    OUT/<case_id>/meta.json          bbox, shapes, spacings, statistics, geometry, sources, dataset
+
+Several dataset folders may feed one cache (``glioseg preprocess DATA1 DATA2 OUT``): each case's
+``meta.json`` records the folder it came from (``dataset``) and ``dataset.json`` lists them all
+(``datasets``, and ``case_datasets``: case ID -> folder).
 
 Images are stored as float32 ``.npy`` so that they can be memory-mapped and sliced without a
 conversion per patch; a 1 mm BraTS case takes ~50 MB, so float16 would save disk only. A case is
@@ -24,7 +28,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,19 +226,42 @@ def is_up_to_date(root: Path | str, files: CaseFiles, spacing_mm: float | None,
     return complete and meta.get("sources") == sources and meta.get("params") == _params(spacing_mm, label_scheme)
 
 
+def _dataset_entry(dataset: Path | str | None) -> str | None:
+    """How ``meta.json`` records a case's dataset folder: its absolute path (None: not known)."""
+    return str(Path(dataset).absolute()) if dataset is not None else None
+
+
+def _record_dataset(folder: Path, dataset: str | None) -> None:
+    """Set ``dataset`` in an up-to-date case's ``meta.json`` (same files reached through another folder)."""
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta.get("dataset") != dataset:
+        meta["dataset"] = dataset
+        atomic_write(folder / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+
+
 def preprocess_files(files: CaseFiles, out: Path | str, spacing_mm: float | None = None,
-                     label_scheme: str | None = None, force: bool = False) -> CaseResult:
+                     label_scheme: str | None = None, force: bool = False,
+                     dataset: Path | str | None = None) -> CaseResult:
     """Read, preprocess and save one case unless it is already up to date.
+
+    Args:
+        files: the case's files.
+        out: the cache folder.
+        spacing_mm, label_scheme, force: see :func:`preprocess_dataset`.
+        dataset: the dataset folder the case was found in, recorded in ``meta.json``.
 
     Raises:
         CaseError: the case cannot be read or preprocessed.
     """
     start = time.perf_counter()
     if not force and is_up_to_date(out, files, spacing_mm, label_scheme):
+        if dataset is not None:
+            _record_dataset(Path(out) / files.case_id, _dataset_entry(dataset))
         return CaseResult(files.case_id, "skipped")
     sources = source_stats(files)  # before reading: a file changed meanwhile makes it stale
     pc = preprocess_case(read_case(files, label_scheme), spacing_mm)
-    save_preprocessed(pc, out, {"sources": sources, "params": _params(spacing_mm, label_scheme)})
+    save_preprocessed(pc, out, {"sources": sources, "params": _params(spacing_mm, label_scheme),
+                                "dataset": _dataset_entry(dataset)})
     return CaseResult(files.case_id, "done", time.perf_counter() - start)
 
 
@@ -250,7 +277,7 @@ def check_target_spacing(spacing_mm: float | None) -> None:
 
 
 def _run_isolated(files: CaseFiles, out: Path, spacing_mm: float | None, label_scheme: str | None,
-                  force: bool, one_thread: bool = False) -> CaseResult:
+                  force: bool, dataset: Path | None = None, one_thread: bool = False) -> CaseResult:
     """Preprocess one case, turning its errors into a failed result (one bad case must not stop a batch).
 
     Raises:
@@ -261,7 +288,7 @@ def _run_isolated(files: CaseFiles, out: Path, spacing_mm: float | None, label_s
 
         torch.set_num_threads(1)
     try:
-        return preprocess_files(files, out, spacing_mm, label_scheme, force)
+        return preprocess_files(files, out, spacing_mm, label_scheme, force, dataset)
     except Exception as exc:
         if is_disk_error(exc):
             raise
@@ -269,11 +296,14 @@ def _run_isolated(files: CaseFiles, out: Path, spacing_mm: float | None, label_s
 
 
 def write_dataset_json(out: Path | str, spacing_mm: float | None, label_scheme: str | None) -> Path:
-    """Write ``out/dataset.json`` listing the complete cases and the settings."""
+    """Write ``out/dataset.json`` listing the complete cases, their dataset folders and the settings."""
     out = Path(out)
     cases = list_preprocessed(out)
-    schemes = sorted({s for c in cases if (s := read_meta(out, c).get("label_scheme"))})
+    metas = {c: read_meta(out, c) for c in cases}
+    schemes = sorted({s for m in metas.values() if (s := m.get("label_scheme"))})
+    case_datasets = {c: m.get("dataset") for c, m in metas.items()}
     info = {"cases": cases, "n_cases": len(cases), "target_spacing": spacing_mm,
+            "datasets": sorted({d for d in case_datasets.values() if d}), "case_datasets": case_datasets,
             "label_schemes": schemes, "requested_label_scheme": label_scheme,
             "channels": list(MODALITIES), "labels": "canonical (0 BG, 1 NCR, 2 ED, 3 ET, 4 RC)",
             "params": _params(spacing_mm, label_scheme)}
@@ -282,7 +312,8 @@ def write_dataset_json(out: Path | str, spacing_mm: float | None, label_scheme: 
 
 def preprocess_dataset(cases: Sequence[CaseFiles], out: Path | str, spacing_mm: float | None = None,
                        workers: int = 1, label_scheme: str | None = None, force: bool = False,
-                       on_result: Callable[[CaseResult], None] | None = None) -> DatasetResult:
+                       on_result: Callable[[CaseResult], None] | None = None,
+                       datasets: Mapping[str, Path] | None = None) -> DatasetResult:
     """Preprocess many cases in parallel; a failing case is reported and the others go on.
 
     Args:
@@ -295,6 +326,8 @@ def preprocess_dataset(cases: Sequence[CaseFiles], out: Path | str, spacing_mm: 
             with that decision.
         force: redo cases that are up to date.
         on_result: called with each case's result as it finishes (progress display).
+        datasets: case ID -> the dataset folder it came from (:func:`glioseg.data.layouts.find_cases_in`),
+            recorded in each case's ``meta.json`` and in ``dataset.json``.
 
     Returns:
         Per-case results (done / skipped / failed with message), in completion order.
@@ -320,19 +353,21 @@ def preprocess_dataset(cases: Sequence[CaseFiles], out: Path | str, spacing_mm: 
 
     if workers <= 1:
         for files in cases:
-            record(_run_isolated(files, out, spacing_mm, read_scheme, force))
+            record(_run_isolated(files, out, spacing_mm, read_scheme, force, (datasets or {}).get(files.case_id)))
     else:
-        _run_in_processes(cases, out, spacing_mm, read_scheme, force, workers, record)
+        _run_in_processes(cases, out, spacing_mm, read_scheme, force, workers, record, datasets or {})
     write_dataset_json(out, spacing_mm, label_scheme)
     return result
 
 
 def _run_in_processes(cases: Sequence[CaseFiles], out: Path, spacing_mm: float | None, label_scheme: str | None,
-                      force: bool, workers: int, record: Callable[[CaseResult], None]) -> None:
+                      force: bool, workers: int, record: Callable[[CaseResult], None],
+                      datasets: Mapping[str, Path]) -> None:
     """:func:`_run_isolated` in a pool of ``workers`` processes; ``record`` gets each result as it finishes."""
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(_run_isolated, f, out, spacing_mm, label_scheme, force, True): f for f in cases}
+        futures = {pool.submit(_run_isolated, f, out, spacing_mm, label_scheme, force, datasets.get(f.case_id), True): f
+                   for f in cases}
         for fut in as_completed(futures):
             try:
                 record(fut.result())
