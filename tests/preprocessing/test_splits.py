@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -163,3 +164,101 @@ def test_shared_tables_group_the_shared_cases():
     assert set(result["grades"].values()) == {"HGG", "LGG"}  # all 24 found in the grade table
     lgg_per_fold = [sum(result["grades"][c] == "LGG" for c in s["val"]) for s in result["splits"]]
     assert max(lgg_per_fold) - min(lgg_per_fold) <= 1
+
+
+# the brats2021_name_mapping.csv layout: release columns, N/A for new patients, a site's "Local ID\xa0"
+MAPPING_2021_CSV = ("BraTS2021,BraTS2020,BraTS2019,BraTS2018,BraTS2017,Cohort Name (if publicly available),"
+                    "Site No (represents the originating institution),Local ID\xa0\n"
+                    "BraTS2021_00001,BraTS20_Training_001,BraTS19_A_1,Brats18_A_1,Brats17_A_1,TCGA-GBM,5,TCGA-01\n"
+                    "BraTS2021_00002,BraTS20_Training_002,N/A,N/A,N/A,IvyGAP,16,W1\n"
+                    "BraTS2021_00003,N/A,N/A,N/A,N/A,ACRIN,19,A-3\n")
+
+
+@pytest.fixture
+def mapping_2021_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "brats2021_name_mapping.csv"
+    path.write_text(MAPPING_2021_CSV)
+    return path
+
+
+def test_2021_layout_maps_every_release_to_one_patient(mapping_2021_csv):
+    mapping = read_patient_mapping(mapping_2021_csv)
+    assert {mapping[i] for i in ("BraTS2021_00001", "BraTS20_Training_001", "BraTS19_A_1", "Brats18_A_1",
+                                 "Brats17_A_1")} == {"BraTS2021_00001"}
+    assert mapping["BraTS20_Training_002"] == "BraTS2021_00002" and mapping["BraTS2021_00003"] == "BraTS2021_00003"
+    assert "N/A" not in mapping and "TCGA-01" not in mapping and "W1" not in mapping  # site IDs are not aliases
+
+
+def test_several_tables_chain_releases_into_one_patient(mapping_csv, mapping_2021_csv):
+    # BraTS2021_00002 reaches Brats18_B_1 only through both tables: 2021 -> BraTS20_Training_002 -> 2018
+    ids = ["Brats18_A_1", "Brats18_B_1", "Brats18_C_1", "Brats18_D_1", "BraTS2021_00001", "BraTS2021_00002",
+           "BraTS2021_00003"]
+    alone = make_splits(ids, folds=2, mapping_csv=mapping_2021_csv)
+    assert alone["n_patients"] == 6
+    both = make_splits(ids, folds=2, mapping_csv=[mapping_2021_csv, mapping_csv])
+    assert both["n_patients"] == 5 and both["mapping_files"] == [str(mapping_2021_csv), str(mapping_csv)]
+    assert both["patients"]["Brats18_B_1"] == both["patients"]["BraTS2021_00002"]
+    for seed in range(8):
+        result = make_splits(ids, folds=3, seed=seed, mapping_csv=[mapping_csv, mapping_2021_csv])
+        check_partition(result, ids)
+        for s in result["splits"]:
+            for left, right in (("Brats18_A_1", "BraTS2021_00001"), ("Brats18_B_1", "BraTS2021_00002")):
+                assert (left in s["val"]) == (right in s["val"]), (seed, s)
+
+
+@pytest.mark.parametrize("header", ["Grade,Name\n", "BraTS18ID,Grade\n", "BraTS2021,Cohort\n"])
+def test_table_that_is_not_a_mapping_is_refused(tmp_path, header):
+    path = tmp_path / "bad.csv"
+    path.write_text(header + "x,y\n")
+    with pytest.raises(SplitError, match=r"bad\.csv: not a patient ID mapping.*brats2021_name_mapping\.csv layout"):
+        read_patient_mapping(path)
+
+
+def fake_cache(root: Path, ids: list[str]) -> Path:
+    """A folder that list_preprocessed reads as a cache of ``ids`` (split needs no arrays)."""
+    for case_id in ids:
+        (root / case_id).mkdir(parents=True)
+        (root / case_id / "meta.json").write_text("{}")
+        (root / case_id / "image.npy").write_bytes(b"")
+    return root
+
+
+def test_cli_split_with_two_mappings_and_a_bad_one(tmp_path, mapping_csv, mapping_2021_csv):
+    pre = fake_cache(tmp_path / "pre", ["Brats18_A_1", "Brats18_B_1", "Brats18_C_1", "BraTS2021_00001",
+                                        "BraTS2021_00002", "BraTS2021_00003"])
+    res = CliRunner().invoke(app, ["split", str(pre), "--folds", "2", "--mapping", str(mapping_2021_csv),
+                                   "--mapping", str(mapping_csv)])
+    assert res.exit_code == 0, res.output
+    assert "6 cases, 4 patients" in res.output
+    bad = tmp_path / "cohort.csv"
+    bad.write_text("Case,Cohort\nBrats18_A_1,TCGA\n")
+    res = CliRunner().invoke(app, ["split", str(pre), "--mapping", str(mapping_csv), "--mapping", str(bad),
+                                   "-o", str(tmp_path / "new.json")])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "columns ['Case', 'Cohort']" in lines[0], res.output
+    assert "BraTS_2018_subject_ID" in lines[0] and "BraTS2021,BraTS2020" in lines[0]
+    assert not (tmp_path / "new.json").exists()
+
+
+@pytest.mark.realdata
+def test_shared_2021_and_2020_tables_group_31_patients_across_releases(tmp_path):
+    tables = [META / "brats2021_name_mapping.csv", META / "brats2020_name_mapping.csv"]
+    if not all(t.is_file() for t in tables) or not (META.parent / "brats18_extra").is_dir():
+        pytest.skip(f"shared tables or data not found in {META.parent}")
+    ids = sorted(p.name for d in ("brats18", "brats18_extra") for p in (META.parent / d).iterdir() if p.is_dir())
+    assert len(ids) == 31
+    # each patient once more under its BraTS 2021 name, as when a 2021 copy joins the 2018 cases
+    rows = {r["BraTS2018"]: r["BraTS2021"] for r in csv.DictReader(tables[0].open())}
+    aliases = {c: rows[c] for c in ids}
+    pre = fake_cache(tmp_path / "pre", ids + list(aliases.values()))
+    args = ["split", str(pre), "--folds", "5", "--grades", str(META / "brats2018_grade.csv")]
+    res = CliRunner().invoke(app, [*args, "--mapping", str(tables[0]), "--mapping", str(tables[1])])
+    assert res.exit_code == 0, res.output
+    data = load_splits(pre / "splits.json")
+    assert data["n_cases"] == 62 and data["n_patients"] == 31
+    assert Counter(data["grades"].values()) == {"HGG": 54, "LGG": 8}  # the 2021 names get their grade too
+    for s in data["splits"]:
+        for case_id, alias in aliases.items():
+            assert (case_id in s["val"]) == (alias in s["val"]), (s["fold"], case_id)
+    assert [sum(data["grades"][c] == "LGG" for c in s["val"]) for s in data["splits"]].count(0) <= 1

@@ -82,7 +82,9 @@ def split(
     preprocessed: Path = typer.Argument(..., help="Preprocessed dataset folder."),
     folds: int = typer.Option(5, "--folds", help="Folds (1 = a single train/val split)."),
     seed: int = typer.Option(0, "--seed", help="Shuffling seed."),
-    mapping: Path | None = typer.Option(None, "--mapping", help="ID-mapping CSV (one patient per row)."),
+    mapping: list[Path] | None = typer.Option(
+        None, "--mapping", help="ID-mapping CSV: brats2020_name_mapping.csv or brats2021_name_mapping.csv layout; "
+        "repeat for several (IDs of all releases in them are grouped by patient).", show_default=False),
     grades: Path | None = typer.Option(None, "--grades", help="Grade CSV (ID column + Grade) to stratify."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Val share when --folds 1."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Output \\[PREPROCESSED/splits.json]."),
@@ -96,7 +98,7 @@ def split(
     check_output_file(path, "-o")
     _check_not_a_case_file(path, preprocessed)
     try:
-        result = make_splits(list_preprocessed(preprocessed), folds, seed, mapping, grades, val_fraction)
+        result = make_splits(list_preprocessed(preprocessed), folds, seed, mapping or None, grades, val_fraction)
     except (PreprocessError, SplitError) as exc:
         fail(str(exc))
     with writing(path, "-o"):

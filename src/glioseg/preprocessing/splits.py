@@ -1,13 +1,14 @@
 """Cross-validation folds and train/val splits that keep each patient on one side.
 
 BraTS releases rename cases from year to year (``Brats17_TCIA_201_1`` = ``Brats18_TCIA01_201_1``
-= ``BraTS20_Training_163``); the public name-mapping table says which IDs are one patient. Cases
+= ``BraTS20_Training_163`` = ``BraTS2021_01281``); the public name-mapping tables (2020 and 2021
+layouts, several at once) say which IDs are one patient. Cases
 are grouped by patient before splitting, and groups are spread over the folds stratum by stratum
 (grade HGG/LGG when grades are given) so that each fold sees the same mix.
 
 ``splits.json``::
 
-    {"folds": K, "seed": S, "stratified": true, "patients": {case_id: patient_id},
+    {"folds": K, "seed": S, "mapping_files": [...], "stratified": true, "patients": {case_id: patient_id},
      "grades": {case_id: grade}, "splits": [{"fold": 0, "train": [...], "val": [...]}, ...]}
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,10 @@ import numpy as np
 from glioseg.utils import atomic_write
 
 MISSING_VALUES = frozenset({"", "na", "n/a", "nan", "none"})
+RELEASE_COLUMN = re.compile(r"^brats[ _]?20\d\d$", re.IGNORECASE)  # BraTS2017 ... BraTS2021
+MAPPING_LAYOUTS = ("the brats2020_name_mapping.csv layout (two or more columns whose names contain 'ID', e.g. "
+                   "BraTS_2018_subject_ID,BraTS_2020_subject_ID) or the brats2021_name_mapping.csv layout (two "
+                   "or more release columns, e.g. BraTS2021,BraTS2020,BraTS2019,BraTS2018,BraTS2017)")
 UNKNOWN_GRADE = "unknown"
 
 
@@ -47,26 +53,49 @@ def _present(value: str | None) -> bool:
     return value is not None and value.strip().lower() not in MISSING_VALUES
 
 
-def read_patient_mapping(path: Path | str) -> dict[str, str]:
-    """Read an ID-mapping table: each row lists the IDs one patient has in several releases.
+def _release_columns(columns: Sequence[str]) -> list[str]:
+    """The ``BraTS2017`` ... ``BraTS2021`` columns of a brats2021_name_mapping.csv-like header."""
+    return [c for c in columns if c and RELEASE_COLUMN.match(c.strip())]
 
-    Every non-empty cell of a column whose name contains ``ID`` is an alias; rows that share an
-    alias are merged. The patient key is the row's first ID (in column order).
+
+def _id_columns(columns: Sequence[str]) -> list[str]:
+    """The alias columns of a mapping table: release columns (2021 layout), else ``...ID...`` columns."""
+    release = _release_columns(columns)
+    return release if len(release) >= 2 else [c for c in columns if c and "id" in c.lower()]
+
+
+def _mapping_rows(path: Path | str) -> list[list[str]]:
+    """The aliases of each row of one mapping table (see :func:`read_patient_mapping`)."""
+    rows = _read_rows(path)
+    columns = _id_columns(list(rows[0]))
+    if len(columns) < 2:
+        raise SplitError(f"{path}: not a patient ID mapping (columns {[c.strip() for c in rows[0] if c]}); "
+                         f"expected {MAPPING_LAYOUTS}")
+    return [[row[c].strip() for c in columns if _present(row.get(c))] for row in rows]
+
+
+def read_patient_mapping(paths: Path | str | Sequence[Path | str]) -> dict[str, str]:
+    """Read ID-mapping tables: each row lists the IDs one patient has in several releases.
+
+    Two layouts are read: ``brats2020_name_mapping.csv`` (one patient per row; every column whose
+    name contains ``ID`` holds an alias, e.g. ``BraTS_2018_subject_ID``, ``TCGA_TCIA_subject_ID``)
+    and ``brats2021_name_mapping.csv`` (the release columns ``BraTS2021``, ``BraTS2020`` ...
+    ``BraTS2017``; its ``Local ID`` is a site's own number, not read). Empty and ``NA``/``N/A`` cells
+    are skipped. Rows that share an alias, in one table or across tables, are one patient; its
+    key is the first ID (in column order) of the first row that names it, tables in the order given.
 
     Args:
-        path: CSV such as ``brats2020_name_mapping.csv``.
+        paths: one CSV or several (e.g. the 2020 and the 2021 table).
 
     Returns:
         ``{any_id: patient_id}``.
 
     Raises:
-        SplitError: unreadable table, or no ID column.
+        SplitError: an unreadable table, or one with fewer than two ID columns (the message names
+            the file and the expected columns).
     """
-    rows = _read_rows(path)
-    id_columns = [c for c in rows[0] if c and "id" in c.lower()]
-    if not id_columns:
-        raise SplitError(f"{path}: no ID column (a column whose name contains 'ID'); columns are {list(rows[0])}")
-    return _merge_aliases([row[c].strip() for c in id_columns if _present(row.get(c))] for row in rows)
+    tables = [paths] if isinstance(paths, str | Path) else list(paths)
+    return _merge_aliases(row for table in tables for row in _mapping_rows(table))
 
 
 def _merge_aliases(rows: Iterable[list[str]]) -> dict[str, str]:
@@ -157,7 +186,7 @@ def _check_split_args(ids: list[str], folds: int, val_fraction: float) -> None:
 
 
 def make_splits(case_ids: Sequence[str], folds: int = 5, seed: int = 0,
-                mapping_csv: Path | str | Mapping[str, str] | None = None,
+                mapping_csv: Path | str | Sequence[Path | str] | Mapping[str, str] | None = None,
                 grades: Path | str | Mapping[str, str] | None = None,
                 val_fraction: float = 0.2) -> dict[str, Any]:
     """K-fold cross-validation (``folds >= 2``) or one train/val split (``folds == 1``).
@@ -166,8 +195,9 @@ def make_splits(case_ids: Sequence[str], folds: int = 5, seed: int = 0,
         case_ids: the cases to split.
         folds: number of folds; 1 makes a single split with ``val_fraction`` of the cases in val.
         seed: shuffling seed (same inputs and seed -> same splits).
-        mapping_csv: ID-mapping table (path or ``{id: patient}``); cases of one patient stay
-            together. Without it each case is its own patient.
+        mapping_csv: ID-mapping table(s) (a path, several paths, or ``{id: patient}``; see
+            :func:`read_patient_mapping`); cases of one patient stay together, whichever releases
+            their IDs come from. Without it each case is its own patient.
         grades: grade table (path or ``{id: grade}``); folds are stratified by grade.
         val_fraction: share of cases in val when ``folds == 1``.
 
@@ -180,7 +210,8 @@ def make_splits(case_ids: Sequence[str], folds: int = 5, seed: int = 0,
     """
     ids = list(case_ids)
     _check_split_args(ids, folds, val_fraction)
-    mapping = read_patient_mapping(mapping_csv) if isinstance(mapping_csv, str | Path) else mapping_csv
+    mapping = mapping_csv if isinstance(mapping_csv, Mapping) or mapping_csv is None else \
+        read_patient_mapping(mapping_csv)
     grade_table = read_grades(grades) if isinstance(grades, str | Path) else grades
     patients = group_by_patient(ids, mapping)
     case_grades = _case_grades(patients, grade_table, mapping) if grade_table else {c: UNKNOWN_GRADE for c in ids}
@@ -195,7 +226,15 @@ def make_splits(case_ids: Sequence[str], folds: int = 5, seed: int = 0,
     used = parts if folds > 1 else parts[:1]
     splits = [{"fold": k, "train": sorted(set(ids) - set(val)), "val": val} for k, val in enumerate(used)]
     return {"folds": folds, "seed": seed, "n_cases": len(ids), "n_patients": len(groups),
-            "stratified": bool(grade_table), "patients": patients, "grades": case_grades, "splits": splits}
+            "mapping_files": _table_names(mapping_csv), "stratified": bool(grade_table), "patients": patients,
+            "grades": case_grades, "splits": splits}
+
+
+def _table_names(tables: Path | str | Sequence[Path | str] | Mapping[str, str] | None) -> list[str]:
+    """The mapping files named in ``splits.json`` (none for an in-memory mapping)."""
+    if tables is None or isinstance(tables, Mapping):
+        return []
+    return [str(tables)] if isinstance(tables, str | Path) else [str(t) for t in tables]
 
 
 def save_splits(splits: Mapping[str, Any], path: Path | str) -> Path:
