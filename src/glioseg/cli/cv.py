@@ -1,0 +1,137 @@
+"""The ``cv`` command: out-of-fold predictions of a cross-validation and their table.
+
+One command, two steps: (1) predict every case of the dataset folders with the fold model that did
+not train on it (resumable: complete outputs are kept), (2) score them as ``glioseg evaluate``
+does and write the table (``cv_table.md/.csv/.json``, ``cv_cases.csv``, and evaluate's report).
+``--no-predict`` only scores what is in OUT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from glioseg.cli.app import CaseBar, check_label_scheme, fail
+from glioseg.cli.paths import check_output_dir, writing
+
+if TYPE_CHECKING:  # annotations only: the modules are imported inside the command
+    from glioseg.evaluation.crossval import FoldOutcome
+
+
+def cv(
+    cv_root: Path = typer.Argument(..., help="Cross-validation root: fold_0 .. fold_<K-1> runs "
+                                   "(`glioseg train --all-folds`)."),
+    data: list[Path] = typer.Argument(..., help="Raw dataset folder(s) with the NIfTI images and ground truths."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: <ID>.nii.gz per case, cv.json, "
+                             "manifest.fold-<k>.jsonl."),
+    report: Path | None = typer.Option(None, "--report", help="Folder of the table \\[OUT/report]."),
+    grades: Path | None = typer.Option(None, "--grades", help="Grade table (CSV: BraTS18ID,Grade) for the "
+                                       "means per grade."),
+    predict: bool = typer.Option(True, "--predict/--no-predict", help="Predict the cases not written yet; "
+                                 "--no-predict only scores OUT."),
+    redo: bool = typer.Option(False, "--redo", help="Predict again cases whose outputs are complete."),
+    allow_unfinished: bool = typer.Option(False, "--allow-unfinished", help="Use fold runs still training "
+                                          "(their best weights so far)."),
+    tta: str = typer.Option("none", "--tta", help="Mirroring test-time augmentation: none, all (8 flips) or N."),
+    cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="Low-res whole brain, high-res tumour box."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16, fp16 (CUDA) or fp32."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads \\[one per core]."),
+    force: bool = typer.Option(False, "--force", help="Predict inputs the model cannot serve instead of "
+                               "refusing them."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Label scheme of the dataset "
+                                            "\\[the one its layout implies]."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring cases in parallel."),
+) -> None:
+    """Cross-validation: predict each case with the fold that did not train on it, then print its table."""
+    from glioseg.evaluation.crossval import CV_FILE
+
+    check_label_scheme(label_scheme)
+    _check_options(tta, precision)
+    check_output_dir(out, "-o/--out")
+    report_dir = report if report is not None else out / "report"
+    check_output_dir(report_dir, "--report")
+    failed: list[str] = []
+    if predict:
+        _set_threads(threads)
+        failed = _predict(cv_root, data, out, allow_unfinished, label_scheme, force, not redo,
+                          {"tta": tta, "cascade": cascade, "device": device, "precision": precision})
+    elif not (out / CV_FILE).is_file():
+        fail(f"-o/--out: {out / CV_FILE} missing: nothing predicted there yet; run without --no-predict")
+    _report(out, data, grades, label_scheme, workers, report_dir)
+    if failed:
+        fail(f"{len(failed)} case(s) could not be predicted (scored Dice 0): {', '.join(failed)}; see "
+             f"{out}/manifest.fold-<k>.jsonl")
+
+
+def _check_options(tta: str, precision: str) -> None:
+    """Exit with one line naming the flag when --tta or --precision is not a valid value."""
+    from glioseg.config import PRECISIONS
+    from glioseg.inference.ensemble import parse_flips
+
+    try:
+        parse_flips(tta)
+    except ValueError as exc:
+        fail(f"--tta {tta!r}: {exc}")
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision!r}: choose one of {list(PRECISIONS)}")
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _predict(cv_root: Path, data: list[Path], out: Path, allow_unfinished: bool, label_scheme: str | None,
+             force: bool, skip_existing: bool, options: dict[str, Any]) -> list[str]:
+    """Predict the cases; exit with one line when the folds or the folder are unusable; the failed IDs."""
+    from glioseg.artifacts.bundles import BundleError
+    from glioseg.artifacts.weights import TrainError
+    from glioseg.evaluation.crossval import CrossValError, find_dataset_cases, predict_crossval
+    from glioseg.inference.outputs import OutputError
+    from glioseg.labels import LabelSchemeError
+    from glioseg.runtime import tune_allocator
+
+    tune_allocator()
+    try:
+        total = len(find_dataset_cases(data))
+        with CaseBar("cv predict", total) as bar, writing(out, "-o/--out"):
+            def show(r: FoldOutcome) -> None:
+                o = r.outcome
+                bar.advance(o.case_id, o.status, o.error, f" fold {r.fold} {o.seconds:.1f}s")
+
+            results = predict_crossval(cv_root, data, out, allow_unfinished=allow_unfinished,
+                                       label_scheme=label_scheme, skip_existing=skip_existing, force=force,
+                                       on_result=show, **options)
+    except (CrossValError, OutputError, LabelSchemeError, BundleError, TrainError, FileNotFoundError,
+            ValueError) as exc:
+        fail(str(exc))
+    counts = {s: sum(r.outcome.status == s for r in results) for s in ("done", "skipped", "failed")}
+    typer.echo(f"{counts['done']} predicted, {counts['skipped']} skipped, {counts['failed']} failed -> {out}")
+    return [r.outcome.case_id for r in results if r.outcome.status == "failed"]
+
+
+def _report(out: Path, data: list[Path], grades: Path | None, label_scheme: str | None, workers: int,
+            report_dir: Path) -> None:
+    """Score OUT, write the table and evaluate's report into ``report_dir``, print the Markdown table."""
+    from glioseg.data.naming import DatasetError
+    from glioseg.evaluation.crossval import CrossValError
+    from glioseg.evaluation.crossval_report import build_table, render_markdown, score_crossval, write_table
+    from glioseg.evaluation.report import write_report
+    from glioseg.labels import LabelSchemeError
+
+    try:
+        scores = score_crossval(out, data, grades, label_scheme, workers)
+    except (CrossValError, DatasetError, FileNotFoundError, LabelSchemeError, ValueError) as exc:
+        fail(str(exc))
+    table = build_table(scores.rows, with_grades=grades is not None)
+    with writing(report_dir, "--report"):
+        write_report(scores.evaluation, report_dir, thumbnails=False)
+        paths = write_table(scores, table, report_dir)
+    typer.echo(render_markdown(table))
+    typer.echo(f"table: {paths['cv_table.md']}  csv: {paths['cv_table.csv']}  json: {paths['cv_table.json']}  "
+               f"cases: {paths['cv_cases.csv']}  report: {report_dir / 'report.html'}")
