@@ -25,15 +25,26 @@ def show(
                                             help="Label scheme of the input case's ground truth \\[detected]."),
     pred_label_scheme: str | None = typer.Option(None, "--pred-label-scheme", help="Label scheme of the "
                                                  "prediction (--pred) \\[detected, preferring the ground truth's]."),
+    convention: str = typer.Option("radiological", "--convention", help="Display convention: radiological (the "
+                                   "patient's right on the image's left, as radiologists read) or neurological (the "
+                                   "patient's left on the left) \\[radiological].", show_default=False),
 ) -> None:
-    """Picture of a case: ground truth and prediction on FLAIR and T1ce, three planes."""
+    """Picture of a case: ground truth and prediction on FLAIR and T1ce, three planes.
+
+    Every panel is marked with its orientation (R/L, A/P, S/I) and the picture names its display
+    convention: radiological by default (axial and coronal views show the patient's right on the
+    image's left), neurological with --convention neurological; sagittal views have the anterior
+    side on the left. The GIF sweeps axial slices with titles, the slice number and a legend.
+    """
     from glioseg.data.naming import DatasetError
     from glioseg.data.nifti import CaseError
-    from glioseg.evaluation.figures import case_figure, save_figure, save_gif, sweep_frames
+    from glioseg.evaluation.figures import CONVENTIONS, case_figure, save_figure, save_gif, sweep_frames
     from glioseg.labels import LabelSchemeError
 
     check_label_scheme(label_scheme)
     check_label_scheme(pred_label_scheme, "--pred-label-scheme")
+    if convention not in CONVENTIONS:
+        fail(f"--convention {convention!r} is not a display convention; use one of {', '.join(CONVENTIONS)}")
     _check_picture_path(out, gif)
     try:
         c = read_one_case(case, label_scheme)
@@ -43,13 +54,14 @@ def show(
     png = out if _is_png(out) else out / f"{c.case_id}.png"
     if not _is_png(out):  # the picture's name is known now: a folder of that name would block it
         _check_picture_path(png, gif)
-    fig = case_figure(c.image[3], c.image[1], c.label, labels, c.geometry.canonical_spacing, c.case_id)
+    fig = case_figure(c.image[3], c.image[1], c.label, labels, c.geometry.canonical_spacing, c.case_id, convention)
     with writing(png, "-o"):
         typer.echo(f"wrote {save_figure(fig, png)}")
     if gif:
         try:
             with writing(png.with_suffix(".gif"), "-o"):
-                typer.echo(f"wrote {save_gif(sweep_frames(c.image[3], c.label, labels), png.with_suffix('.gif'))}")
+                frames = sweep_frames(c.image[3], c.label, labels, title=c.case_id, convention=convention)
+                typer.echo(f"wrote {save_gif(frames, png.with_suffix('.gif'))}")
         except typer.Exit:
             png.unlink(missing_ok=True)  # all or nothing: no PNG without the GIF that was asked for
             raise
