@@ -132,6 +132,11 @@ def predict(
                                             "\\[the one its layout implies]."),
     output_label_scheme: str | None = typer.Option(None, "--output-label-scheme", help="Label scheme of the "
                                                    "written label maps \\[the input's, else brats2017]."),
+    backend: str = typer.Option("torch", "--backend", help="Network backend: torch, onnxruntime or openvino "
+                                "(CPU). The graph backends run float32 (bf16/fp16 autocast is torch's; "
+                                "--precision is ignored) and export the model on first use into --graph-cache."),
+    graph_cache: Path | None = typer.Option(None, "--graph-cache", help="Folder of the exported graphs of "
+                                            "--backend onnxruntime/openvino \\[~/.glioseg/cache/graphs]."),
     force: bool = typer.Option(False, "--force", help="Predict inputs the model cannot serve (e.g. not "
                                "skull-stripped) instead of refusing them."),
     t1: Path | None = typer.Option(None, "--t1", help="T1 file (with --t1ce --t2 --flair)."),
@@ -153,6 +158,7 @@ def predict(
     check_label_scheme(label_scheme)
     check_label_scheme(output_label_scheme, "--output-label-scheme")
     _check_options(overlap, margin, tta, precision, num_shards, shard_id)
+    _check_backend(backend, device, mc_dropout)
     fold_list = _parse_folds(folds)
     every_case = _predict_inputs(input_, t1, t1ce, t2, flair, case_id)
     cases = select_shard(every_case, num_shards, shard_id)
@@ -161,9 +167,9 @@ def predict(
     output_label_scheme = _output_scheme(every_case, output_label_scheme, label_scheme)  # once, for all shards
     tune_allocator()
     _set_threads(threads)
-    predictor = _load_predictor(model, fold_list, device=device, precision=precision, tta=tta, cascade=cascade,
-                                margin_mm=margin, overlap=overlap, tile_batch=tile_batch, mc_samples=mc_dropout,
-                                single_threaded_tiles=single_threaded_tiles)
+    predictor = _load_predictor(model, fold_list, backend, graph_cache, device=device, precision=precision, tta=tta,
+                                cascade=cascade, margin_mm=margin, overlap=overlap, tile_batch=tile_batch,
+                                mc_samples=mc_dropout, single_threaded_tiles=single_threaded_tiles)
     with CaseBar("predict", len(cases)) as bar:
         results = predict_dataset(predictor, cases, out, label_scheme=label_scheme,
                                   output_label_scheme=output_label_scheme, skip_existing=skip_existing,
@@ -181,15 +187,35 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _load_predictor(model: str | None, folds: list[int] | None, **options: Any) -> Predictor:
-    """The model named by -m (the shipped one by default); exit with its error when it cannot load."""
+def _check_backend(backend: str, device: str, mc_dropout: int) -> None:
+    """Exit with one line for an unknown or uninstalled backend, or options only torch has."""
+    from glioseg.interop.runners import BACKENDS, ExportError, import_backend
+
+    if backend not in BACKENDS:
+        fail(f"--backend {backend!r}: choose one of {list(BACKENDS)}")
+    if backend == "torch":
+        return
+    try:
+        import_backend(backend)
+    except ExportError as exc:
+        fail(f"--backend {backend}: {exc}")
+    if device not in ("auto", "cpu"):
+        fail(f"--backend {backend} runs on the CPU; drop --device {device} or use --backend torch")
+    if mc_dropout:
+        fail("--mc-dropout needs the torch networks (exported graphs have dropout off); use --backend torch")
+
+
+def _load_predictor(model: str | None, folds: list[int] | None, backend: str = "torch",
+                    graph_cache: Path | None = None, **options: Any) -> Predictor:
+    """The model named by -m (the shipped one by default) on ``backend``; exit with its error when it cannot load."""
     from glioseg.artifacts.bundles import BundleError, resolve_model
     from glioseg.artifacts.weights import TrainError
-    from glioseg.inference.predictor import Predictor
+    from glioseg.interop.backends import load_backend_predictor
+    from glioseg.interop.runners import ExportError
 
     try:
-        return Predictor.from_run(resolve_model(model), folds, **options)
-    except (BundleError, FileNotFoundError, ValueError, TrainError) as exc:
+        return load_backend_predictor(resolve_model(model), backend, folds, graph_cache, **options)
+    except (BundleError, ExportError, FileNotFoundError, ValueError, TrainError) as exc:
         fail(str(exc))
 
 
