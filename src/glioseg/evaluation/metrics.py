@@ -50,6 +50,7 @@ HD95_EMPTY_MM = 373.13  # BraTS 2017-2021 value when exactly one mask is empty
 REGION_METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity",
                                    "volume_pred_ml", "volume_true_ml")
 LESION_METRICS: tuple[str, ...] = ("lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn")
+MATCHED_LESION_METRICS: tuple[str, ...] = (*LESION_METRICS, "lesion_f1")  # brats2025 adds the detection F1
 CONVENTIONS: dict[str, str] = {
     "regions": "WT = NCR+ED+ET, TC = NCR+ET, ET = ET, on canonical labels",
     "surface": "mask voxels with a face (6-connected) neighbour outside the mask or the image "
@@ -92,7 +93,7 @@ class RegionScores:
 
 @dataclass(frozen=True)
 class LesionScores:
-    """BraTS 2023 lesion-wise scores of one region of one case.
+    """Lesion-wise scores of one region of one case (BraTS 2023/2024 or brats2025 rules).
 
     Attributes:
         lesion_dice: mean lesion Dice with false positives counted as 0.
@@ -100,6 +101,7 @@ class LesionScores:
         lesion_tp: scored ground-truth lesions that were matched.
         lesion_fp: predicted lesions that match no ground-truth lesion.
         lesion_fn: scored ground-truth lesions that were missed.
+        lesion_f1: detection F1 ``TP / (TP + (FP + FN) / 2)`` (brats2025 only; NaN otherwise).
     """
 
     lesion_dice: float
@@ -107,6 +109,7 @@ class LesionScores:
     lesion_tp: int
     lesion_fp: int
     lesion_fn: int
+    lesion_f1: float = math.nan
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -219,7 +222,7 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequenc
 
 
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[float] | None = None,
-         percentile: float = 95.0, empty_distance: float = HD95_EMPTY_MM) -> float:
+         percentile: float = 95.0, empty_distance: float = HD95_EMPTY_MM, pooled: bool = False) -> float:
     """Robust Hausdorff distance: max of the two directed ``percentile``-th surface distances.
 
     Args:
@@ -227,6 +230,8 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[float] | No
         spacing: voxel size in mm per axis (or one number); 1 mm when None.
         percentile: in [0, 100]; 100 gives the classical Hausdorff distance.
         empty_distance: value when exactly one mask is empty (BraTS: 373.13 mm).
+        pooled: take the percentile of both directions' distances together (medpy's CLI,
+            panoptica / brats-evaluation) instead of the larger directed one.
 
     Returns:
         Distance in mm; 0 when both masks are empty.
@@ -240,6 +245,8 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[float] | No
     if has_pred != has_gt:
         return float(empty_distance)
     to_gt, to_pred = surface_distances(pred, gt, spacing)
+    if pooled:
+        return float(np.percentile(np.concatenate([to_gt, to_pred]), percentile))
     return float(max(np.percentile(to_gt, percentile), np.percentile(to_pred, percentile)))
 
 
@@ -247,7 +254,8 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[float] | No
 
 
 def score_region(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[float] | None = None,
-                 n_voxels: int | None = None) -> RegionScores:
+                 n_voxels: int | None = None, empty_distance: float = HD95_EMPTY_MM,
+                 pooled: bool = False) -> RegionScores:
     """Dice, HD95, sensitivity, specificity and volumes of one binary region.
 
     Args:
@@ -255,9 +263,11 @@ def score_region(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[flo
         spacing: voxel size in mm; 1 mm when None.
         n_voxels: voxels of the whole image when ``pred``/``gt`` are a crop of it holding every
             mask voxel (sets the true negatives of the specificity); ``pred.size`` when None.
+        empty_distance: HD95 when exactly one mask is empty (BraTS 2017-2021: 373.13 mm).
+        pooled: pooled rather than max-directed HD95 (see :func:`hd95`).
 
     Returns:
-        The region's scores, with the BraTS 2017-2021 empty-mask conventions.
+        The region's scores; both masks empty -> Dice 1, HD95 0.
     """
     pred, gt = check_mask_pair(pred, gt)
     sampling = voxel_spacing(spacing, pred.ndim)
@@ -271,7 +281,7 @@ def score_region(pred: np.ndarray, gt: np.ndarray, spacing: float | Sequence[flo
     sens, spec = _sens_spec(tp, n_pred - tp, n_gt - tp, total - n_pred - n_gt + tp)
     return RegionScores(
         dice=2.0 * tp / (n_pred + n_gt),
-        hd95=hd95(p, g, sampling),
+        hd95=hd95(p, g, sampling, empty_distance=empty_distance, pooled=pooled),
         sensitivity=sens,
         specificity=spec,
         volume_pred_ml=n_pred * voxel_ml,
