@@ -44,8 +44,11 @@ def write_run(run_dir: Path, seed: int = 0, low_window: int = 32, high_window: i
     config = _tiny_config(low_window, high_window)
     run_dir.mkdir(parents=True)
     save_config(config, run_dir / "config.yaml")
-    (run_dir / "run.json").write_text(json.dumps({"format": "glioseg-run/1", "label_scheme": "brats2017",
-                                                  "stages": {s.name: {} for s in config.stages}}))
+    normalisation = {"method": "z-score inside the brain after percentile clipping", "version": 1,
+                     "target_spacing": 1.0, "requested_label_scheme": None, "percentiles": [0.5, 99.5], "margin": 2}
+    (run_dir / "run.json").write_text(json.dumps({
+        "format": "glioseg-run/1", "label_scheme": "brats2017", "normalisation": normalisation,
+        "stages": {s.name: {"spacing_mm": s.spacing_mm} for s in config.stages}}))
     for i, stage in enumerate(config.stages):
         torch.manual_seed(seed + i)
         model = build_stage_model(stage)
@@ -176,8 +179,9 @@ def test_run_folders(tmp_path, run_dir):
 def test_from_run_reads_tuned_postprocess(tmp_path, run_dir):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
-    save_postprocess(PostprocessConfig((0.4, 0.5, 0.6), 123), run)
-    assert Predictor.from_run(run, device="cpu").postprocess == PostprocessConfig((0.4, 0.5, 0.6), 123)
+    save_postprocess(PostprocessConfig((0.4, 0.5, 0.6), 123.0, (10.0, 0.0, 5.0)), run)
+    assert Predictor.from_run(run, device="cpu").postprocess == PostprocessConfig((0.4, 0.5, 0.6), 123.0,
+                                                                                  (10.0, 0.0, 5.0))
 
 
 def test_select_shard_covers_every_case_once():
@@ -401,7 +405,8 @@ def test_cli_tune_postprocess_writes_settings_the_predictor_uses(tuning_setup):
     result = runner.invoke(app, ["tune-postprocess", str(run), str(pre), "--device", "cpu", "--candidates", "0,5,50"])
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "postprocess.json").read_text())
-    assert saved["min_et_voxels"] in (0, 5, 50) and saved["tuning"]["n_cases"] == 2
+    assert saved["min_et_mm3"] in (0, 5, 50) and saved["tuning"]["n_cases"] == 2 and "min_et_voxels" not in saved
+    assert len(saved["min_component_mm3"]) == 3 and saved["tuning"]["units"] == "mm^3"
     (cache,) = (run / "validation_probabilities").iterdir()  # one folder per weights + options
     cached = sorted(p.name for p in cache.glob("*.npy"))
     assert cached == sorted(f"{i}.npy" for i in ids[1:])
@@ -413,7 +418,8 @@ def test_cli_tune_postprocess_writes_settings_the_predictor_uses(tuning_setup):
     assert (cache / cached[0]).stat().st_mtime_ns == stamp  # reused
     config = Predictor.from_run(run, device="cpu").postprocess
     saved = json.loads((run / "postprocess.json").read_text())
-    assert config == PostprocessConfig(tuple(saved["thresholds"]), saved["min_et_voxels"])
+    assert config == PostprocessConfig(tuple(saved["thresholds"]), saved["min_et_mm3"],
+                                       tuple(saved["min_component_mm3"]))
 
 
 def test_tuning_cache_is_not_reused_after_retraining(tuning_setup):

@@ -1,5 +1,5 @@
-"""From network probabilities to a BraTS label map: thresholds / argmax, the small-ET rule,
-paste-back into the case grid, and tuning of the rule on validation predictions.
+"""From network probabilities to a BraTS label map: thresholds / argmax, then two volume rules
+whose thresholds are physical volumes in mm^3, so that one setting means the same lesion on any grid.
 
 Targets:
 
@@ -9,27 +9,39 @@ Targets:
 - ``"labels"``: softmax probabilities of the canonical labels ``(K, X, Y, Z)`` (channel k is
   canonical label k); argmax.
 
-Small-ET rule (BraTS practice): a predicted enhancing tumour smaller than ``min_et_voxels`` is
-most often a false positive in a case without ET, and an ET false positive in such a case
-costs a Dice of 0 instead of 1, so it is relabelled NCR (the tumour core is unchanged).
+Rules, in this order (both off by default; chosen on validation folds by
+:func:`glioseg.inference.tuning.tune_postprocess`):
+
+1. *Small components per region*: connected components (26-connectivity) of WT, TC or ET smaller
+   than that region's ``min_component_mm3`` are removed; a removed WT part takes its TC and ET
+   with it (they become background), a removed TC part becomes edema, a removed ET part NCR.
+2. *Small ET* (BraTS practice): when the whole predicted enhancing tumour is smaller than
+   ``min_et_mm3`` it is most often a false positive in a case without ET (which costs a Dice of 0
+   instead of 1), so it is relabelled NCR; the tumour core is unchanged.
+
+``postprocess.json`` stores ``min_et_mm3``. Files written before the rule was physical store
+``min_et_voxels``, counted on the grid they were tuned on: the full-resolution stage's grid
+(``glioseg tune-postprocess`` always tuned there). :func:`load_postprocess` converts them with
+that grid's voxel volume (``spacing_mm ** 3``) and refuses them when the grid is not known.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
-from glioseg.labels import ET, NCR, check_target, probabilities_to_labels
-from glioseg.utils import atomic_write, region_dice
+from glioseg.labels import BG, ED, ET, NCR, labels_to_regions, probabilities_to_labels, regions_to_labels
+from glioseg.utils import atomic_write
 
 POSTPROCESS_FILE = "postprocess.json"
-DEFAULT_MIN_ET_CANDIDATES: tuple[int, ...] = (0, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500)
-DEFAULT_THRESHOLD_GRID: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+CONNECTIVITY: Final = 26
+REGION_NAMES = ("WT", "TC", "ET")
 
 
 @dataclass(frozen=True)
@@ -38,37 +50,93 @@ class PostprocessConfig:
 
     Attributes:
         thresholds: probability thresholds of WT, TC, ET (region targets only), each in (0, 1).
-        min_et_voxels: relabel ET as NCR when the predicted ET has fewer voxels (0: never).
+        min_et_mm3: relabel the whole predicted ET as NCR when its volume is below this (0: never).
+        min_component_mm3: per region (WT, TC, ET), remove connected components below this
+            volume (0: keep every component).
     """
 
     thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    min_et_voxels: int = 0
+    min_et_mm3: float = 0.0
+    min_component_mm3: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != 3 or not all(0.0 < float(t) < 1.0 for t in self.thresholds):
             raise ValueError(f"thresholds must be three values in (0, 1) for WT, TC, ET; got {self.thresholds}")
-        if int(self.min_et_voxels) < 0:
-            raise ValueError(f"min_et_voxels must be >= 0; got {self.min_et_voxels}")
+        if not _volume_ok(self.min_et_mm3):
+            raise ValueError(f"min_et_mm3 must be a volume in mm^3 >= 0; got {self.min_et_mm3}")
+        if len(self.min_component_mm3) != 3 or not all(_volume_ok(v) for v in self.min_component_mm3):
+            raise ValueError("min_component_mm3 must be three volumes in mm^3 >= 0 for WT, TC, ET; "
+                             f"got {self.min_component_mm3}")
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
-        object.__setattr__(self, "min_et_voxels", int(self.min_et_voxels))
+        object.__setattr__(self, "min_et_mm3", float(self.min_et_mm3))
+        object.__setattr__(self, "min_component_mm3", tuple(float(v) for v in self.min_component_mm3))
+
+    @property
+    def uses_volumes(self) -> bool:
+        """Whether a volume rule is on (the voxel spacing is then needed)."""
+        return self.min_et_mm3 > 0 or any(v > 0 for v in self.min_component_mm3)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"thresholds": list(self.thresholds), "min_et_voxels": self.min_et_voxels}
+        return {"thresholds": list(self.thresholds), "min_et_mm3": self.min_et_mm3,
+                "min_component_mm3": list(self.min_component_mm3)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PostprocessConfig:
-        """Inverse of :meth:`to_dict` (unknown keys are ignored, missing ones take defaults)."""
+    def from_dict(cls, data: dict[str, Any], tuned_spacing_mm: float | None = None) -> PostprocessConfig:
+        """Inverse of :meth:`to_dict` (unknown keys are ignored, missing ones take defaults).
+
+        Args:
+            data: the settings.
+            tuned_spacing_mm: isotropic spacing of the grid an old ``min_et_voxels`` was tuned on.
+
+        Raises:
+            ValueError: invalid values, both ``min_et_mm3`` and ``min_et_voxels``, or a non-zero
+                ``min_et_voxels`` without the grid it was counted on.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         kwargs: dict[str, Any] = {}
         if "thresholds" in data:
             kwargs["thresholds"] = tuple(data["thresholds"])
+        if "min_component_mm3" in data:
+            kwargs["min_component_mm3"] = tuple(data["min_component_mm3"])
         if "min_et_voxels" in data:
-            kwargs["min_et_voxels"] = int(data["min_et_voxels"])
+            if "min_et_mm3" in data:
+                raise ValueError("both min_et_mm3 and min_et_voxels are set; keep min_et_mm3 only")
+            kwargs["min_et_mm3"] = voxels_to_mm3(data["min_et_voxels"], tuned_spacing_mm)
+        elif "min_et_mm3" in data:
+            kwargs["min_et_mm3"] = data["min_et_mm3"]
         return cls(**kwargs)
 
 
-def load_postprocess(run_dir: Path | str) -> PostprocessConfig:
+def _volume_ok(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def voxels_to_mm3(voxels: Any, spacing_mm: float | None) -> float:
+    """An old ``min_et_voxels`` as mm^3: ``voxels * spacing_mm ** 3`` of the grid it was tuned on.
+
+    Raises:
+        ValueError: not a whole number >= 0, or non-zero without a known isotropic spacing.
+    """
+    if not isinstance(voxels, int) or isinstance(voxels, bool) or voxels < 0:
+        raise ValueError(f"min_et_voxels must be a whole number >= 0; got {voxels!r}")
+    if voxels == 0:
+        return 0.0
+    if spacing_mm is None or not spacing_mm > 0:
+        raise ValueError(f"min_et_voxels {voxels} counts voxels of a grid that is not known here (the model's "
+                         "finest stage keeps each case's spacing); set min_et_mm3 instead or run "
+                         "`glioseg tune-postprocess` again")
+    return float(voxels) * float(spacing_mm) ** 3
+
+
+def load_postprocess(run_dir: Path | str, tuned_spacing_mm: float | None = None) -> PostprocessConfig:
     """The tuned ``postprocess.json`` of a run directory, or the defaults without one.
+
+    Args:
+        run_dir: run directory or bundle.
+        tuned_spacing_mm: spacing of the model's full-resolution stage, the grid that
+            ``tune-postprocess`` tuned on; converts an old ``min_et_voxels`` to mm^3.
 
     Raises:
         ValueError: the file exists but is not valid (names the file and the fix).
@@ -77,9 +145,9 @@ def load_postprocess(run_dir: Path | str) -> PostprocessConfig:
     if not path.is_file():
         return PostprocessConfig()
     try:
-        return PostprocessConfig.from_dict(json.loads(path.read_text()))
+        return PostprocessConfig.from_dict(json.loads(path.read_text()), tuned_spacing_mm)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: invalid post-processing settings ({exc}); delete it or run "
+        raise ValueError(f"{path}: invalid post-processing settings ({exc}); fix or delete it, or run "
                          "`glioseg tune-postprocess` again") from exc
 
 
@@ -89,142 +157,108 @@ def save_postprocess(config: PostprocessConfig, run_dir: Path | str, extra: dict
     return atomic_write(Path(run_dir) / POSTPROCESS_FILE, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def apply_small_et_rule(labels: np.ndarray, min_et_voxels: int) -> np.ndarray:
-    """Relabel the whole predicted ET as NCR when it has fewer than ``min_et_voxels`` voxels.
+def voxel_volume(spacing: Sequence[float]) -> float:
+    """Volume of one voxel in mm^3.
+
+    Raises:
+        ValueError: not three finite spacings > 0.
+    """
+    values = [float(s) for s in spacing]
+    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
+        raise ValueError(f"voxel spacing must be three sizes in mm > 0; got {list(spacing)}")
+    return values[0] * values[1] * values[2]
+
+
+def apply_small_et_rule(labels: np.ndarray, min_et_mm3: float, spacing: Sequence[float]) -> np.ndarray:
+    """Relabel the whole predicted ET as NCR when its volume is below ``min_et_mm3``.
 
     Args:
         labels: uint8 ``(X, Y, Z)`` canonical labels.
-        min_et_voxels: volume threshold in voxels (0 disables the rule).
+        min_et_mm3: volume threshold in mm^3 (0 disables the rule).
+        spacing: voxel size of the grid in mm ``(sx, sy, sz)``.
 
     Returns:
         uint8 ``(X, Y, Z)``; the input when unchanged, otherwise a modified copy.
     """
-    if min_et_voxels <= 0:
+    if min_et_mm3 <= 0:
         return labels
     et = labels == ET
     count = int(et.sum())
-    if count == 0 or count >= min_et_voxels:
+    if count == 0 or count * voxel_volume(spacing) >= min_et_mm3:
         return labels
     out = labels.copy()
     out[et] = NCR
     return out
 
 
+def remove_small_components(labels: np.ndarray, min_mm3: Sequence[float], spacing: Sequence[float]) -> np.ndarray:
+    """Remove the connected components of WT, TC and ET below each region's volume.
+
+    Args:
+        labels: uint8 ``(X, Y, Z)`` canonical labels.
+        min_mm3: thresholds in mm^3 for WT, TC, ET (0: keep every component of that region).
+        spacing: voxel size of the grid in mm.
+
+    Returns:
+        uint8 ``(X, Y, Z)``: the input when nothing is removed, else a copy (labels other than
+        BG/NCR/ED/ET are kept as they are).
+    """
+    import cc3d
+
+    if not any(t > 0 for t in min_mm3):
+        return labels
+    voxel = voxel_volume(spacing)
+    regions = labels_to_regions(labels)
+    changed = False
+    for r, threshold in enumerate(min_mm3):
+        if threshold <= 0 or not regions[r].any():
+            continue
+        components = cc3d.connected_components(regions[r], connectivity=CONNECTIVITY)
+        small = np.flatnonzero(np.bincount(components.ravel()) * voxel < threshold)
+        small = small[small > 0]
+        if small.size:
+            regions[r][np.isin(components, small)] = False
+            changed = True
+    if not changed:
+        return labels
+    regions[1] &= regions[0]  # a removed WT part takes its TC and ET; a removed TC part its ET
+    regions[2] &= regions[1]
+    out = regions_to_labels(regions)
+    other = ~np.isin(labels, (BG, NCR, ED, ET))
+    out[other] = labels[other]
+    return out
+
+
+def apply_volume_rules(labels: np.ndarray, config: PostprocessConfig, spacing: Sequence[float] | None) -> np.ndarray:
+    """Small components per region, then the small-ET rule (see the module docstring).
+
+    Raises:
+        ValueError: a volume rule is on and ``spacing`` is None.
+    """
+    if not config.uses_volumes:
+        return labels
+    if spacing is None:
+        raise ValueError("the post-processing's volume rules (mm^3) need the voxel spacing of the grid")
+    labels = remove_small_components(labels, config.min_component_mm3, spacing)
+    return apply_small_et_rule(labels, config.min_et_mm3, spacing)
+
+
 def postprocess_probabilities(probs: np.ndarray, target: str = "regions",
-                              config: PostprocessConfig = PostprocessConfig()) -> np.ndarray:
-    """Thresholds/argmax, then the small-ET rule.
+                              config: PostprocessConfig = PostprocessConfig(),
+                              spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Thresholds/argmax, then the volume rules.
 
     Args:
         probs: float ``(K, X, Y, Z)`` (see :func:`probabilities_to_labels`).
         target: ``"regions"`` or ``"labels"``.
-        config: thresholds and small-ET threshold.
+        config: thresholds and volume rules.
+        spacing: voxel size of the grid of ``probs`` in mm; needed when a volume rule is on.
 
     Returns:
         uint8 ``(X, Y, Z)`` canonical labels.
-    """
-    labels = probabilities_to_labels(probs, target, config.thresholds)
-    return apply_small_et_rule(labels, config.min_et_voxels)
-
-
-@dataclass
-class TuneResult:
-    """Outcome of :func:`tune_postprocess`.
-
-    Attributes:
-        config: the chosen settings.
-        mean_dice: mean over cases of the WT/TC/ET Dice with the chosen settings, ``(3,)``.
-        baseline_dice: the same with default settings (thresholds 0.5, no small-ET rule).
-        min_et_scores: mean Dice (over cases and regions) for each candidate ``min_et_voxels``.
-        n_cases: cases used.
-    """
-
-    config: PostprocessConfig
-    mean_dice: list[float]
-    baseline_dice: list[float]
-    min_et_scores: dict[int, float] = field(default_factory=dict)
-    n_cases: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able report."""
-        data = asdict(self)
-        data["config"] = self.config.to_dict()
-        data["min_et_scores"] = {str(k): v for k, v in self.min_et_scores.items()}
-        return data
-
-
-def _mean_dice(cases: Sequence[tuple[np.ndarray, np.ndarray]], target: str, config: PostprocessConfig) -> np.ndarray:
-    scores = [region_dice(postprocess_probabilities(np.asarray(p), target, config), np.asarray(t)) for p, t in cases]
-    return np.mean(scores, axis=0)
-
-
-def _tune_thresholds(cases: Sequence[tuple[np.ndarray, np.ndarray]],
-                     grid: Sequence[float]) -> tuple[float, float, float]:
-    """Coordinate ascent over the three region thresholds (WT, then TC, then ET)."""
-    best = PostprocessConfig()
-    best_score = float(_mean_dice(cases, "regions", best).mean())
-    for region in range(3):
-        for value in grid:
-            thresholds = list(best.thresholds)
-            thresholds[region] = float(value)
-            trial = replace(best, thresholds=tuple(thresholds))  # type: ignore[arg-type]
-            score = float(_mean_dice(cases, "regions", trial).mean())
-            if score > best_score + 1e-12:
-                best, best_score = trial, score
-    return best.thresholds
-
-
-def _min_et_scores(cases: Sequence[tuple[np.ndarray, np.ndarray]], target: str,
-                   thresholds: tuple[float, float, float], candidates: Sequence[int]) -> dict[int, float]:
-    """Mean Dice for each small-ET threshold; only the ET Dice depends on it."""
-    per_case = []
-    for probs, truth in cases:
-        labels = probabilities_to_labels(np.asarray(probs), target, thresholds)
-        truth = np.asarray(truth)
-        dice = region_dice(labels, truth)
-        et_pred = int((labels == ET).sum())
-        et_truth_empty = not bool((truth == ET).any())
-        per_case.append((dice, et_pred, et_truth_empty))
-    scores = {}
-    for t in candidates:
-        total = 0.0
-        for dice, et_pred, truth_empty in per_case:
-            et = dice[2] if not (0 < et_pred < t) else (1.0 if truth_empty else 0.0)
-            total += (dice[0] + dice[1] + et) / 3.0
-        scores[int(t)] = total / len(per_case)
-    return scores
-
-
-def tune_postprocess(cases: Sequence[tuple[np.ndarray, np.ndarray]], target: str = "regions",
-                     min_et_candidates: Sequence[int] = DEFAULT_MIN_ET_CANDIDATES,
-                     tune_thresholds: bool = False,
-                     threshold_grid: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> TuneResult:
-    """Choose the small-ET threshold (and optionally the region thresholds) that maximise the
-    mean validation Dice (BraTS rules: ET empty in both = 1).
-
-    Args:
-        cases: ``(probabilities, truth)`` pairs on the same grid: float ``(K, X, Y, Z)``
-            (memory-mapped arrays are fine) and uint8 ``(X, Y, Z)`` canonical labels.
-        target: ``"regions"`` or ``"labels"``.
-        min_et_candidates: small-ET thresholds in voxels to try (0 = rule off).
-        tune_thresholds: also tune the WT/TC/ET thresholds (regions only), before the rule.
-        threshold_grid: threshold values tried per region.
-
-    Returns:
-        The chosen settings with their scores; ties go to the smaller ``min_et_voxels``.
 
     Raises:
-        ValueError: no cases, unknown target, or no candidates.
+        ValueError: a volume rule is on without ``spacing``.
     """
-    check_target(target)
-    if not cases:
-        raise ValueError("no validation cases to tune on; check the run's splits and the preprocessed folder")
-    if not min_et_candidates:
-        raise ValueError("give at least one min_et_voxels candidate")
-    thresholds = PostprocessConfig().thresholds
-    if tune_thresholds and target == "regions":
-        thresholds = _tune_thresholds(cases, threshold_grid)
-    scores = _min_et_scores(cases, target, thresholds, sorted({int(c) for c in min_et_candidates}))
-    best_t = max(scores, key=lambda t: (scores[t], -t))
-    config = PostprocessConfig(thresholds, best_t)
-    return TuneResult(config, _mean_dice(cases, target, config).tolist(),
-                      _mean_dice(cases, target, PostprocessConfig()).tolist(), scores, len(cases))
+    labels = probabilities_to_labels(probs, target, config.thresholds)
+    return apply_volume_rules(labels, config, spacing)

@@ -3,11 +3,16 @@
 :class:`Predictor` wraps one or several stages of networks (an ensemble of folds/runs per
 stage) and turns a :class:`glioseg.data.nifti.Case` into canonical labels on the case's canonical grid:
 
-1. preprocess (brain crop, z-score, resampling to the stage's spacing);
+1. preprocess (brain crop, z-score, resampling to the stage's spacing) exactly as the run was
+   trained: the settings are read from the run and a model whose record is missing or differs from
+   what this code does is refused (:mod:`glioseg.artifacts.preprocess_record`);
 2. sliding-window inference with Gaussian weighting, mirroring TTA, MC dropout, ensembles
    (:mod:`glioseg.inference.sliding_window`);
-3. paste the probabilities back into the case grid, threshold, small-ET rule
-   (:mod:`glioseg.inference.postprocess`).
+3. paste the probabilities back into the case grid, threshold, volume rules in mm^3 on the case
+   grid (:mod:`glioseg.inference.postprocess`).
+
+A folder of ``fold_<k>/`` runs is an ensemble of its folds; a fold-ensemble bundle is such a folder
+with one ``manifest.json`` at the top, verified (sha256 of every member) before any fold loads.
 
 **Cascade** (runs with stages ``low`` and ``high``): the low-resolution stage predicts the
 whole brain; the high-resolution stage runs only on the bounding box of the predicted whole
@@ -31,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from glioseg.artifacts.folds import run_folders
+from glioseg.artifacts.preprocess_record import PreprocessingSpec, stage_preprocessing
 from glioseg.artifacts.rundir import load_run
 from glioseg.data.nifti import Case
 from glioseg.inference.cascade import box_on_grid, tumour_box
@@ -61,6 +68,8 @@ class Stage:
         patch_size: sliding-window tile ``(X, Y, Z)``.
         target: ``"regions"`` (sigmoid WT/TC/ET) or ``"labels"`` (softmax).
         divisor: every network input size must be a multiple of this.
+        preprocessing: what the networks were trained on (default: this code's preprocessing at
+            ``spacing_mm``); :meth:`Predictor.from_run` reads it from the run.
     """
 
     name: str
@@ -69,9 +78,15 @@ class Stage:
     patch_size: tuple[int, int, int]
     target: str = "regions"
     divisor: int = 16
+    preprocessing: PreprocessingSpec | None = None
 
     def __post_init__(self) -> None:
         check_target(self.target)
+        if self.preprocessing is None:
+            self.preprocessing = PreprocessingSpec(self.spacing_mm)
+        elif self.preprocessing.spacing_mm != self.spacing_mm:
+            raise ValueError(f"stage {self.name}: preprocessing spacing {self.preprocessing.spacing_mm} mm "
+                             f"!= stage spacing {self.spacing_mm} mm")
         if not self.models:
             raise ValueError(f"stage {self.name}: no models")
         if len(self.patch_size) != 3 or any(int(p) % self.divisor for p in self.patch_size):
@@ -176,12 +191,16 @@ class Predictor:
         Raises:
             FileNotFoundError: no run (or a requested fold) in the folder.
             glioseg.artifacts.weights.TrainError: missing files or weights that do not fit the config.
-            ValueError: the runs of an ensemble disagree.
+            glioseg.artifacts.bundles.BundleError: a bundle member is missing or tampered with.
+            glioseg.artifacts.preprocess_record.PreprocessingMismatch: a run's recorded
+                preprocessing is missing or is not what this code does.
+            ValueError: the runs of an ensemble disagree; invalid ``postprocess.json``.
         """
         bundles, tuned = _load_runs(list(run) if isinstance(run, list | tuple) else [run], folds)
-        if "postprocess" not in kwargs and tuned is not None:
-            kwargs["postprocess"] = load_postprocess(tuned)
-        return cls(stages_from_bundles(bundles), **kwargs)
+        stages = stages_from_bundles(bundles)
+        if "postprocess" not in kwargs and tuned is not None:  # old voxel counts: the full stage's grid
+            kwargs["postprocess"] = load_postprocess(tuned, finest_stage(stages).spacing_mm)
+        return cls(stages, **kwargs)
 
     # ------------------------------------------------------------------ public API
 
@@ -206,7 +225,7 @@ class Predictor:
             probs, unc = self._predict_stage(case, stage, timer, stage.name)
             stages, box = [stage.name], None
         t = time.perf_counter()
-        labels = postprocess_probabilities(probs, self.target, self.postprocess)
+        labels = postprocess_probabilities(probs, self.target, self.postprocess, case.geometry.canonical_spacing)
         timer.add("postprocess", t)
         timer.timings["total"] = time.perf_counter() - timer.start
         return Prediction(case.case_id, labels, probs if return_probabilities else None, unc,
@@ -232,9 +251,7 @@ class Predictor:
     @property
     def full_stage(self) -> Stage:
         """The stage used without the cascade: ``high`` if present, else the finest one."""
-        if HIGH in self.stages:
-            return self.stages[HIGH]
-        return min(self.stages.values(), key=lambda s: s.spacing_mm if s.spacing_mm is not None else 0.0)
+        return finest_stage(self.stages)
 
     # ------------------------------------------------------------------ internals
 
@@ -249,7 +266,7 @@ class Predictor:
                        key: str) -> tuple[np.ndarray, np.ndarray | None]:
         """Whole-brain prediction of one stage, pasted back into the case grid."""
         t = time.perf_counter()
-        pc = preprocess_case(case, stage.spacing_mm)
+        pc = _preprocess(case, stage)
         t = timer.add("preprocess", t)
         probs, unc = self._infer(stage, pc.image)
         t = timer.add(key, t)
@@ -273,7 +290,7 @@ class Predictor:
         """Replace the case-grid probabilities (and uncertainty) inside ``box`` by the high stage's."""
         high = self.stages[HIGH]
         t = time.perf_counter()
-        pc = preprocess_case(case, high.spacing_mm)
+        pc = _preprocess(case, high)
         t = timer.add("preprocess", t)
         sub = box_on_grid(box, pc.meta, high.divisor)
         probs_box, unc_box = self._infer(high, pc.image[(slice(None), *(slice(a, b) for a, b in sub))])
@@ -281,6 +298,19 @@ class Predictor:
         merged = paste_box(_with_extra(probs, unc), _with_extra(probs_box, unc_box), sub, pc.meta)
         timer.add("restore", t)
         return _split_extra(merged, unc is not None)
+
+
+def finest_stage(stages: dict[str, Stage]) -> Stage:
+    """``high`` if present, else the stage of the finest spacing (None, each case's own, counts as finest)."""
+    if HIGH in stages:
+        return stages[HIGH]
+    return min(stages.values(), key=lambda s: s.spacing_mm if s.spacing_mm is not None else 0.0)
+
+
+def _preprocess(case: Case, stage: Stage) -> Any:
+    """The case preprocessed as the stage's networks were trained (spacing, margin, percentiles)."""
+    spec = stage.preprocessing or PreprocessingSpec(stage.spacing_mm)
+    return preprocess_case(case, spec.spacing_mm, spec.margin, spec.percentiles)
 
 
 def _check_stages(stages: dict[str, Stage], margin_mm: float) -> None:
@@ -313,40 +343,6 @@ def _split_extra(array: np.ndarray, has_extra: bool) -> tuple[np.ndarray, np.nda
     return (array[:-1], array[-1]) if has_extra else (array, None)
 
 
-def run_folders(run_dir: Path, folds: Sequence[int] | None = None) -> list[Path]:
-    """The run folders to load: the folder itself, or its ``fold_<k>`` sub-runs.
-
-    Args:
-        run_dir: a run directory / bundle (holds ``run.json``), or a folder of ``fold_<k>/`` runs.
-        folds: fold numbers to keep (all when None).
-
-    Returns:
-        Folders holding ``run.json``.
-
-    Raises:
-        FileNotFoundError: no run found, or a requested fold is missing.
-    """
-    if (run_dir / "run.json").is_file():
-        if folds:
-            raise FileNotFoundError(f"{run_dir}: a single run (no fold_<k>/ sub-runs); drop --folds")
-        return [run_dir]
-    found = _fold_runs(run_dir)
-    if not found:
-        raise FileNotFoundError(f"{run_dir}: no run.json and no fold_<k>/run.json; give a run directory "
-                                "made by `glioseg train` or a model bundle")
-    wanted = sorted(found) if not folds else list(folds)
-    missing = [f for f in wanted if f not in found]
-    if missing:
-        raise FileNotFoundError(f"{run_dir}: folds {missing} not found (available: {sorted(found)})")
-    return [found[f] for f in wanted]
-
-
-def _fold_runs(run_dir: Path) -> dict[int, Path]:
-    """Fold number -> ``run_dir/fold_<k>`` for every such folder holding ``run.json``."""
-    return {int(p.name.split("_", 1)[1]): p for p in run_dir.glob("fold_*")
-            if p.name.split("_", 1)[1].isdigit() and (p / "run.json").is_file()}
-
-
 def _load_runs(runs: Sequence[Path | str | Any], folds: Sequence[int] | None) -> tuple[list[Any], Path | None]:
     """Load the runs (folders or loaded bundles); also the folder of the tuned post-processing, if any."""
     bundles: list[Any] = []
@@ -363,21 +359,26 @@ def _load_runs(runs: Sequence[Path | str | Any], folds: Sequence[int] | None) ->
 
 
 def stages_from_bundles(bundles: Sequence[Any]) -> dict[str, Stage]:
-    """Merge the stages of loaded runs into ensembles, by stage name.
+    """Merge the stages of loaded runs into ensembles, by stage name, each with the preprocessing
+    its run records (checked against this code: :func:`glioseg.artifacts.preprocess_record.stage_preprocessing`).
 
     Raises:
-        ValueError: the runs disagree on a stage's spacing, patch size or target.
+        PreprocessingMismatch: a run's preprocessing record is missing or differs from the code's.
+        ValueError: the runs disagree on a stage's spacing, patch size, target or preprocessing.
     """
     stages: dict[str, Stage] = {}
     for bundle in bundles:
+        spacings = {s.name: s.spacing_mm for s in bundle.config.stages}
         for name, sm in bundle.stages.items():
+            spec = stage_preprocessing(bundle.info, name, sm.spacing_mm, spacings, str(bundle.run_dir))
             divisor = int(getattr(sm.model, "divisor", 16))
             if name not in stages:
-                stages[name] = Stage(name, [sm.model], sm.spacing_mm, tuple(sm.patch_size), sm.target, divisor)
+                stages[name] = Stage(name, [sm.model], sm.spacing_mm, tuple(sm.patch_size), sm.target, divisor, spec)
                 continue
             s = stages[name]
-            if (s.spacing_mm, s.patch_size, s.target) != (sm.spacing_mm, tuple(sm.patch_size), sm.target):
-                raise ValueError(f"stage {name}: the runs of the ensemble differ in spacing, patch size or "
-                                 "target; ensemble only runs trained with the same settings")
+            if (s.spacing_mm, s.patch_size, s.target, s.preprocessing) != \
+                    (sm.spacing_mm, tuple(sm.patch_size), sm.target, spec):
+                raise ValueError(f"stage {name}: the runs of the ensemble differ in spacing, patch size, target "
+                                 f"or preprocessing ({bundle.run_dir}); ensemble only runs trained the same way")
             s.models.append(sm.model)
     return stages
