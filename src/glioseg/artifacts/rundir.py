@@ -9,7 +9,10 @@
     RUN/<stage>/last.safetensors    latest weights; state.pt: optimiser, progress, RNG
     RUN/<stage>/log.csv, curve.png, tb/   per-epoch log and curve (glioseg.training.curves), TensorBoard
 
-``glioseg train --all-folds`` makes one such run per fold in ``RUN/fold_<k>/``.
+``glioseg train --all-folds`` makes one such run per fold in ``RUN/fold_<k>/``. ``glioseg train
+--fold all`` trains on every preprocessed case with no validation: ``splits.json`` holds one split
+``{"fold": "all", "train": [every case], "val": []}`` (a resumed run keeps that list), and
+``model.safetensors`` is the last epoch's weights.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from glioseg.runtime import select_device
 from glioseg.utils import atomic_write
 
 RUN_FORMAT = "glioseg-run/1"
+FOLD_ALL = "all"  # --fold all: train on every case, validate on none
+NO_VALIDATION = "none: --fold all trains on every case; model.safetensors is the last epoch"
 
 
 @dataclass
@@ -106,6 +111,8 @@ def record_stage(run_dir: Path, stage: StageConfig, history: list[dict[str, floa
             "target": stage.target, "model": to_dict(stage.model), "cascade_from": stage.cascade_from,
             "epochs_done": len(history), "epochs": stage.epochs, "train_seconds": round(seconds, 1),
             "best_epoch": best_epoch, "best_validation": {k: v for k, v in best.items() if k.startswith("dice_")},
+            "model_epoch": best_epoch if best_epoch >= 0 else len(history) - 1,
+            "model_selection": "best mean validation Dice" if best_epoch >= 0 else "last epoch (no validation)",
         }
 
     _update_run_json(run_dir, update)
@@ -171,37 +178,87 @@ def _version() -> str:
     return __version__
 
 
-def resolve_split(preprocessed: Path | str, run_dir: Path | str, config: TrainConfig,
-                  splits_path: Path | str | None = None, fold: int | None = None) -> dict[str, Any]:
-    """The train/val case lists of a run: from ``splits_path``, the run's own ``splits.json``,
-    ``PREPROCESSED/splits.json`` (``glioseg split``), or new splits (``config.folds`` folds when
-    ``fold`` is given, else one ``val_fraction`` split).
-
-    Returns:
-        ``{"fold", "train", "val", "splits", "splits_file"}`` (``splits``: the whole splits file).
+def parse_fold(text: str | int | None) -> int | str | None:
+    """A ``--fold`` value: None, a fold number >= 0, or :data:`FOLD_ALL`.
 
     Raises:
-        TrainError: no preprocessed cases, or split cases that are not preprocessed.
+        ValueError: anything else (the message says what is accepted).
+    """
+    if text is None or (isinstance(text, int) and text >= 0) or text == FOLD_ALL:
+        return text
+    if isinstance(text, str) and text.strip().isdigit():
+        return int(text)
+    raise ValueError(f"--fold must be a fold number (0, 1, ...) or '{FOLD_ALL}' (train on every case), got {text!r}")
+
+
+def resolve_split(preprocessed: Path | str, run_dir: Path | str, config: TrainConfig,
+                  splits_path: Path | str | None = None, fold: int | str | None = None) -> dict[str, Any]:
+    """The train/val case lists of a run: from ``splits_path``, the run's own ``splits.json``,
+    ``PREPROCESSED/splits.json`` (``glioseg split``), or new splits (``config.folds`` folds when
+    ``fold`` is given, else one ``val_fraction`` split). ``fold="all"`` trains on every case of
+    ``preprocessed`` (those the run recorded, when it resumes) and validates on none.
+
+    Returns:
+        ``{"fold", "train", "val", "splits", "splits_file"}`` (``splits``: the whole splits file;
+        ``"validation"`` too for ``fold="all"``).
+
+    Raises:
+        TrainError: no preprocessed cases, split cases that are not preprocessed, a ``--fold all``
+            run given fold splits (or the other way round), or ``splits_path`` with ``--fold all``.
+        ValueError: ``fold`` is neither a fold number nor ``"all"``.
     """
     from glioseg.preprocessing.cache import list_preprocessed
     from glioseg.preprocessing.splits import get_fold
 
+    fold = parse_fold(fold)
     cases = list_preprocessed(preprocessed)
     if not cases:
         raise TrainError(f"{preprocessed}: no preprocessed cases; run `glioseg preprocess` first")
     own = Path(run_dir) / "splits.json"
-    splits, splits_path = _find_splits(cases, splits_path, [own, Path(preprocessed) / "splits.json"], config, fold)
-    train, val = get_fold(splits, fold or 0)
-    missing = sorted(set(train + val) - set(cases))
-    if missing:
-        raise TrainError(f"{preprocessed}: split cases {missing[:5]} are not preprocessed; preprocess "
-                         "them or make the splits from this folder")
+    if fold == FOLD_ALL:
+        return _split_all(cases, preprocessed, own, config, splits_path)
+    splits, splits_path = _find_splits(cases, splits_path, [own, Path(preprocessed) / "splits.json"], config,
+                                       fold is not None)
+    if splits.get("folds") == FOLD_ALL:
+        raise TrainError(f"{splits_path}: this run trains on every case (--fold all); give --fold all, or "
+                         "train folds into a new run directory")
+    train, val = get_fold(splits, int(fold or 0))
+    _check_preprocessed(preprocessed, train + val, cases)
     return {"fold": fold or 0, "train": train, "val": val, "splits": splits,
             "splits_file": str(splits_path or own)}
 
 
+def _check_preprocessed(preprocessed: Path | str, ids: list[str], cases: list[str]) -> None:
+    """TrainError naming the split's cases that ``preprocessed`` lacks."""
+    missing = sorted(set(ids) - set(cases))
+    if missing:
+        raise TrainError(f"{preprocessed}: split cases {missing[:5]} are not preprocessed; preprocess "
+                         "them or make the splits from this folder")
+
+
+def _split_all(cases: list[str], preprocessed: Path | str, own: Path, config: TrainConfig,
+               splits_path: Path | str | None) -> dict[str, Any]:
+    """:func:`resolve_split` for ``--fold all``: every case (the run's recorded list when resuming), no val."""
+    from glioseg.preprocessing.splits import load_splits
+
+    if splits_path is not None:
+        raise TrainError(f"--splits {splits_path}: --fold all trains on every preprocessed case; leave out "
+                         "--splits (or preprocess only the cases to train on)")
+    if own.is_file():
+        recorded = load_splits(own)
+        if recorded.get("folds") != FOLD_ALL:
+            raise TrainError(f"{own}: this run trains folds of these splits, not every case; train --fold all "
+                             "into a new run directory")
+        _check_preprocessed(preprocessed, list(recorded["splits"][0]["train"]), cases)
+        cases = list(recorded["splits"][0]["train"])
+    splits = {"folds": FOLD_ALL, "seed": config.seed, "n_cases": len(cases),
+              "splits": [{"fold": FOLD_ALL, "train": cases, "val": []}]}
+    return {"fold": FOLD_ALL, "train": cases, "val": [], "splits": splits, "splits_file": str(own),
+            "validation": NO_VALIDATION}
+
+
 def _find_splits(cases: list[str], given: Path | str | None, candidates: list[Path], config: TrainConfig,
-                 fold: int | None) -> tuple[dict[str, Any], Path | str | None]:
+                 k_fold: bool) -> tuple[dict[str, Any], Path | str | None]:
     """Splits from ``given``, else from the first existing of ``candidates``, else new ones of ``cases``.
 
     Returns:
@@ -213,7 +270,7 @@ def _find_splits(cases: list[str], given: Path | str | None, candidates: list[Pa
     if path is not None:
         return load_splits(path), path
     # a small dataset gets at least one validation case
-    return make_splits(cases, config.folds if fold is not None else 1, config.seed,
+    return make_splits(cases, config.folds if k_fold else 1, config.seed,
                        val_fraction=max(config.val_fraction, 1.0 / len(cases))), None
 
 

@@ -29,6 +29,13 @@ def _torchrun_membership() -> DistInfo:
     return DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def _fold_value(value: str | None) -> str | None:
+    """``--fold``: a fold number or ``all``, else a usage error (checked while parsing, before any work)."""
+    if value is None or value == "all" or value.isdigit():
+        return value
+    raise typer.BadParameter(f"{value!r} is neither a fold number (0, 1, ...) nor 'all'")
+
+
 # typer renders help with rich markup, where "[word]" is a style tag and vanishes: brackets are escaped (\[)
 def train(
     preprocessed: Path = typer.Argument(
@@ -38,7 +45,9 @@ def train(
                                       help="isensee2017 (GPU) or cpu \\[the run's, else isensee2017]."),
     config_file: Path | None = typer.Option(None, "--config", help="YAML overriding the preset."),
     stage: str | None = typer.Option(None, "--stage", help="Stage to train (cpu preset: low, high) \\[first]."),
-    fold: int | None = typer.Option(None, "--fold", min=0, help="Cross-validation fold to train."),
+    fold: str | None = typer.Option(None, "--fold", callback=_fold_value, show_default=False,
+                                    help="Cross-validation fold to train (0, 1, ...), or 'all': every case, "
+                                    "no validation (the model is the last epoch)."),
     all_folds: bool = typer.Option(False, "--all-folds", help="Train every fold into RUN/fold_<k>/."),
     splits: Path | None = typer.Option(None, "--splits", help="splits.json \\[RUN's, PREPROCESSED's, or new]."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the stage's epochs."),
@@ -59,6 +68,7 @@ def train(
     config's threads, checkpoint_minutes and num_workers may change (printed, and recorded in
     RUN/run.json). Nothing is written when the device, precision or data are unusable.
     """
+    from glioseg.artifacts.rundir import parse_fold
     from glioseg.artifacts.weights import TrainError
     from glioseg.config import ConfigError
     from glioseg.preprocessing.normalize import PreprocessError
@@ -68,8 +78,12 @@ def train(
     from glioseg.training.interrupt import TrainingInterrupted
     from glioseg.training.trainer import fit, fit_all_folds
 
-    if fold is not None and all_folds:
-        fail("give either --fold K or --all-folds, not both")
+    try:
+        chosen = parse_fold(fold)
+    except ValueError as exc:
+        fail(str(exc))
+    if chosen is not None and all_folds:
+        fail(f"give either --fold {fold} or --all-folds, not both")
     check_output_dir(run_dir, "RUN")
     if run_dir.resolve() == preprocessed.resolve():
         fail(f"RUN: {run_dir} is the preprocessed dataset itself; give a separate run directory")
@@ -86,7 +100,7 @@ def train(
         if all_folds:
             results = fit_all_folds(config, preprocessed, run_dir, name, **kwargs)
         else:
-            results = [fit(config, preprocessed, run_dir, name, fold=fold, **kwargs)]
+            results = [fit(config, preprocessed, run_dir, name, fold=chosen, **kwargs)]
     except (ConfigError, TrainError, PreprocessError, SplitError, ValueError) as exc:
         fail(str(exc))
     except OSError as exc:  # disk full or read-only while writing checkpoints, logs, weights
@@ -104,14 +118,14 @@ def train(
         _print_results(results)
 
 
-def _resume_command(preprocessed: Path, run_dir: Path, stage: str | None, fold: int | None,
+def _resume_command(preprocessed: Path, run_dir: Path, stage: str | None, fold: str | None,
                     all_folds: bool) -> str:
     """The ``glioseg train`` command that resumes this run (its other settings are in RUN/config.yaml)."""
     import shlex
 
     args = ["glioseg", "train", str(preprocessed), str(run_dir)]
     args += ["--stage", stage] if stage is not None else []
-    args += ["--fold", str(fold)] if fold is not None else []
+    args += ["--fold", fold] if fold is not None else []
     args += ["--all-folds"] if all_folds else []
     return shlex.join(args)
 
@@ -155,12 +169,13 @@ def _print_changes(run_dir: Path, changes: list[Any]) -> None:
 
 
 def _print_results(results: list[StageResult]) -> None:
-    """One line per trained stage: epochs, time, best epoch and its validation Dice."""
+    """One line per trained stage: epochs, time, best epoch and its validation Dice (or: no validation)."""
     for r in results:
         best = next((row for row in r.progress.history if row["epoch"] == r.progress.best_epoch), {})
         dice = "  ".join(f"{k[5:]} {v:.3f}" for k, v in best.items() if k.startswith("dice_"))
-        typer.echo(f"{r.stage_dir}: {r.progress.epoch} epochs, {r.progress.seconds / 60:.1f} min; "
-                   f"best epoch {r.progress.best_epoch}  {dice or '(no validation)'}")
+        chosen = (f"best epoch {r.progress.best_epoch}  {dice}" if dice else
+                  f"no validation, model = last epoch ({r.progress.epoch - 1})")
+        typer.echo(f"{r.stage_dir}: {r.progress.epoch} epochs, {r.progress.seconds / 60:.1f} min; {chosen}")
 
 
 def plot_curves(

@@ -325,7 +325,7 @@ def train_stage(config: TrainConfig, stage_name: str, preprocessed: Path | str, 
 
 
 def fit(config: TrainConfig, preprocessed: Path | str, run_dir: Path | str, stage_name: str | None = None,
-        *, fold: int | None = None, splits_path: Path | str | None = None, resume: bool = True,
+        *, fold: int | str | None = None, splits_path: Path | str | None = None, resume: bool = True,
         dist: DistInfo | None = None, show_progress: bool = True, max_steps: int | None = None,
         on_changes: Callable[[Path, list[ConfigChange]], None] | None = None) -> StageResult:
     """Prepare the run directory and train one stage (the whole of ``glioseg train``).
@@ -338,7 +338,8 @@ def fit(config: TrainConfig, preprocessed: Path | str, run_dir: Path | str, stag
         preprocessed: preprocessed dataset at the stage's spacing.
         run_dir: run directory (created).
         stage_name: stage to train (the first when None).
-        fold: cross-validation fold, or None for one train/val split.
+        fold: cross-validation fold, None for one train/val split, or ``"all"``: every case, no
+            validation (``model.safetensors`` is the last epoch; see :func:`resolve_split`).
         splits_path: a ``splits.json``; otherwise the run's own or new splits.
         resume, dist, show_progress, max_steps: see :func:`train_stage`.
         on_changes: called with the run directory and the allowed changes to its saved settings
