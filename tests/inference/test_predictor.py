@@ -335,6 +335,42 @@ def test_cli_predict_files_one_by_one_with_probabilities(run_dir, synthetic_data
     assert (out / "uncertainty" / f"{files.case_id}.nii.gz").is_file()
 
 
+@pytest.mark.parametrize("key, value", [("percentiles", [2.0, 98.0]), ("margin", 0), ("version", 0),
+                                        ("normalisation", None)])
+def test_cli_predict_refuses_altered_preprocessing_record(run_dir, synthetic_dataset, tmp_path, key, value):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    info = json.loads((run / "run.json").read_text())
+    if key == "normalisation":
+        del info["normalisation"]
+    else:
+        info["normalisation"][key] = value
+    (run / "run.json").write_text(json.dumps(info))
+    out = tmp_path / "o"
+    result = _predict("-i", str(synthetic_dataset), "-o", str(out), "-m", str(run), "--device", "cpu")
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert f"model {run}:" in message and key in message and "re-train" in message
+    assert not out.exists() or not any(out.glob("*.nii.gz"))
+
+
+def test_predictor_preprocesses_with_the_stage_record(synthetic_dataset, monkeypatch):
+    from glioseg.artifacts.preprocess_record import PreprocessingSpec
+
+    seen = []
+
+    def spy(case, spacing_mm=None, margin=2, percentiles=(0.5, 99.5)):
+        seen.append((spacing_mm, margin, percentiles))
+        return preprocess_case(case, spacing_mm, margin, percentiles)
+
+    monkeypatch.setattr("glioseg.inference.predictor.preprocess_case", spy)
+    stage = Stage("high", [_pointwise()], 2.0, (16, 16, 16), "regions", 1, PreprocessingSpec(2.0, (1.0, 99.0), 5))
+    Predictor({"high": stage}, device="cpu", precision="fp32").predict_case(read_case(find_cases(synthetic_dataset)[0]))
+    assert seen == [(2.0, 5, (1.0, 99.0))]
+    with pytest.raises(ValueError, match=r"preprocessing spacing 1\.0 mm != stage spacing 2\.0 mm"):
+        Stage("high", [_pointwise()], 2.0, (16, 16, 16), "regions", 1, PreprocessingSpec(1.0))
+
+
 def test_cli_predict_clear_errors(run_dir, synthetic_dataset, tmp_path, monkeypatch):
     result = _predict("-i", str(synthetic_dataset), "-o", str(tmp_path / "o"), "-m", str(tmp_path / "nope"))
     assert result.exit_code == 1 and "no such folder" in result.output
