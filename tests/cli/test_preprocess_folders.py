@@ -124,3 +124,23 @@ def test_shared_folders_combine_into_31_cases():
     assert all(len(c.images) == 4 and c.label is not None for c in cases)
     assert {c.case_id for c in cases if sources[c.case_id] == extra} == {
         *(f"Brats18_CBICA_{x}_1" for x in ("APY", "APZ", "AQO", "AQP", "ATD", "AVG")), "Brats18_TCIA05_396_1"}
+
+
+@pytest.mark.realdata
+def test_cli_hands_the_31_shared_cases_and_their_folders_to_the_cache(tmp_path, monkeypatch):
+    import glioseg.preprocessing.cache as cache
+
+    brats18, extra = SHARED / "brats18", SHARED / "brats18_extra"
+    if not brats18.is_dir() or not extra.is_dir():
+        pytest.skip(f"shared data not found in {SHARED}")
+    seen = {}
+
+    def record(cases, out, spacing, workers, scheme, force, on_result, datasets):
+        seen.update(cases=[c.case_id for c in cases], datasets=dict(datasets), spacing=spacing, scheme=scheme)
+        return cache.DatasetResult()
+
+    monkeypatch.setattr(cache, "preprocess_dataset", record)  # discovery and wiring only: 31 cases take minutes
+    res = invoke("preprocess", brats18, extra, tmp_path / "pre", "--spacing", "2", "--label-scheme", "brats2017")
+    assert res.exit_code == 0, res.output
+    assert len(seen["cases"]) == 31 and seen["spacing"] == 2.0 and seen["scheme"] == "brats2017"
+    assert seen["datasets"]["Brats18_TCIA05_396_1"] == extra and seen["datasets"]["Brats18_2013_2_1"] == brats18
