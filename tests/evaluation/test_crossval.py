@@ -18,14 +18,8 @@ from glioseg.config import ModelConfig, StageConfig, TrainConfig
 from glioseg.data.layouts import find_cases
 from glioseg.data.nifti import read_case
 from glioseg.data.synthetic import write_synthetic_dataset
-from glioseg.evaluation.crossval import (
-    CrossValError,
-    assign_cases,
-    find_fold_runs,
-    fold_manifest,
-    predict_crossval,
-    read_record,
-)
+from glioseg.evaluation.crossval import fold_manifest, predict_crossval, read_record
+from glioseg.evaluation.crossval_folds import CrossValError, assign_cases, find_fold_runs
 from glioseg.evaluation.crossval_report import (
     CaseRow,
     build_table,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from glioseg.cli import data, evaluate, models, postprocess, predict, preprocess, show, train
+from glioseg.cli import cv, data, evaluate, models, postprocess, predict, preprocess, show, train
 from glioseg.cli.app import app, fail, version
 
 # (command name, function) in the order a user meets them
@@ -22,6 +22,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("predict", predict.predict),
     ("tune-postprocess", postprocess.tune_postprocess_cmd),
     ("evaluate", evaluate.evaluate),
+    ("cv", cv.cv),
     ("show", show.show),
     ("plot-curves", train.plot_curves),
     ("info", data.info),

@@ -91,7 +91,8 @@ def _predict(cv_root: Path, data: list[Path], out: Path, allow_unfinished: bool,
     """Predict the cases; exit with one line when the folds or the folder are unusable; the failed IDs."""
     from glioseg.artifacts.bundles import BundleError
     from glioseg.artifacts.weights import TrainError
-    from glioseg.evaluation.crossval import CrossValError, find_dataset_cases, predict_crossval
+    from glioseg.evaluation.crossval import find_dataset_cases, predict_crossval
+    from glioseg.evaluation.crossval_folds import CrossValError
     from glioseg.inference.outputs import OutputError
     from glioseg.labels import LabelSchemeError
     from glioseg.runtime import tune_allocator
@@ -119,7 +120,7 @@ def _report(out: Path, data: list[Path], grades: Path | None, label_scheme: str 
             report_dir: Path) -> None:
     """Score OUT, write the table and evaluate's report into ``report_dir``, print the Markdown table."""
     from glioseg.data.naming import DatasetError
-    from glioseg.evaluation.crossval import CrossValError
+    from glioseg.evaluation.crossval_folds import CrossValError
     from glioseg.evaluation.crossval_report import build_table, render_markdown, score_crossval, write_table
     from glioseg.evaluation.report import write_report
     from glioseg.labels import LabelSchemeError

@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from glioseg.evaluation.crossval import CrossValError, fold_manifest, read_record
+from glioseg.evaluation.crossval import fold_manifest, read_record
+from glioseg.evaluation.crossval_folds import CrossValError
 from glioseg.evaluation.evaluate import EvaluationResult, evaluate_folder
 from glioseg.evaluation.scores import CaseScores, summarize
 from glioseg.inference.manifest import MANIFEST_GLOB, read_records, sha256_file

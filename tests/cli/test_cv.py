@@ -1,0 +1,102 @@
+"""`glioseg cv` end to end through the CLI: synth -> preprocess -> split -> train --all-folds -> cv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from glioseg.cli import app
+
+runner = CliRunner()
+CONFIG = {"preset": "cpu", "device": "cpu", "threads": 1, "seed": 5, "folds": 2,
+          "stages": [{"name": "low", "spacing_mm": 2.0, "epochs": 1, "iterations": 1, "batch_size": 1,
+                      "patch_size": [16, 16, 16], "val_every": 1, "precision": "fp32",
+                      "model": {"name": "isensee2017", "base_filters": 4, "depth": 3}}]}
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def cv_root(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2-fold CV root trained by `glioseg train --all-folds` (one iteration per fold) on 4 phantoms."""
+    base = tmp_path_factory.mktemp("cli_cv")
+    raw, pre, root = base / "raw", base / "pre", base / "cv"
+    assert invoke("synth", raw, "--cases", 4, "--shape", "32", "--seed", 2).exit_code == 0
+    result = invoke("preprocess", raw, pre, "--spacing", 2)
+    assert result.exit_code == 0, result.output
+    assert invoke("split", pre, "--folds", 2).exit_code == 0
+    (base / "tiny.yaml").write_text(yaml.safe_dump(CONFIG))
+    result = invoke("train", pre, root, "--config", base / "tiny.yaml", "--stage", "low", "--all-folds",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    return root, raw
+
+
+def test_cv_predicts_out_of_fold_and_prints_the_table(cv_root, tmp_path):
+    root, raw = cv_root
+    out = tmp_path / "oof"
+    result = invoke("cv", root, raw, "-o", out, "--device", "cpu", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    assert "4 predicted, 0 skipped, 0 failed" in result.output
+    assert "| region | n | mean | sd | median | min |" in result.output and "| WT | 4 |" in result.output
+    assert "| institution | n | WT | TC | ET | WT < 0.6 |" in result.output
+    record = json.loads((out / "cv.json").read_text())
+    for k in range(2):
+        val = json.loads((root / f"fold_{k}" / "run.json").read_text())["split"]["val"]
+        ids = [json.loads(line)["id"] for line in (out / f"manifest.fold-{k}.jsonl").read_text().splitlines()]
+        assert sorted(ids) == sorted(val) == sorted(c for c, f in record["cases"].items() if f == k)
+    for name in ("cv_table.md", "cv_table.csv", "cv_table.json", "cv_cases.csv", "cases.csv", "report.html"):
+        assert (out / "report" / name).is_file(), name
+    with (out / "report" / "cv_cases.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["case_id"]: int(r["fold"]) for r in rows} == record["cases"]
+    assert {r["institution"] for r in rows} == {"other"}  # Brats18_SYN_... names no institution
+    again = invoke("cv", root, raw, "-o", out, "--device", "cpu", "--precision", "fp32")
+    assert again.exit_code == 0 and "0 predicted, 4 skipped" in again.output
+    only = invoke("cv", root, raw, "-o", out, "--no-predict", "--report", tmp_path / "r2")
+    assert only.exit_code == 0 and (tmp_path / "r2" / "cv_table.md").read_text() == (
+        out / "report" / "cv_table.md").read_text()
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_cv_refuses_missing_and_unfinished_folds_in_one_line(cv_root, tmp_path):
+    root, raw = cv_root
+    copy = tmp_path / "cv"
+    shutil.copytree(root, copy)
+    info_path = copy / "fold_0" / "run.json"
+    info = json.loads(info_path.read_text())
+    info["stages"]["low"]["epochs"] = 3
+    info_path.write_text(json.dumps(info))
+    line = _one_error_line(invoke("cv", copy, raw, "-o", tmp_path / "out", "--device", "cpu"))
+    assert "fold 0:" in line and "unfinished (low 1/3 epochs)" in line and "--allow-unfinished" in line
+    shutil.rmtree(copy / "fold_1")
+    line = _one_error_line(invoke("cv", copy, raw, "-o", tmp_path / "out", "--device", "cpu"))
+    assert "fold_1 missing" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_cv_refuses_a_case_in_no_validation_set_and_bad_options(cv_root, tmp_path):
+    root, raw = cv_root
+    data = tmp_path / "raw"
+    shutil.copytree(raw, data)
+    assert invoke("synth", tmp_path / "extra", "--cases", 5, "--shape", "32", "--seed", 3).exit_code == 0
+    shutil.copytree(tmp_path / "extra" / "Brats18_SYN_004_1", data / "Brats18_SYN_004_1")
+    line = _one_error_line(invoke("cv", root, data, "-o", tmp_path / "out", "--device", "cpu"))
+    assert "case Brats18_SYN_004_1 is in no fold's validation set" in line
+    assert "--tta" in _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out", "--tta", "sideways"))
+    line = _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out2", "--no-predict"))
+    assert "cv.json missing" in line
