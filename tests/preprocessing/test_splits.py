@@ -262,3 +262,12 @@ def test_shared_2021_and_2020_tables_group_31_patients_across_releases(tmp_path)
         for case_id, alias in aliases.items():
             assert (case_id in s["val"]) == (alias in s["val"]), (s["fold"], case_id)
     assert [sum(data["grades"][c] == "LGG" for c in s["val"]) for s in data["splits"]].count(0) <= 1
+
+
+def test_adding_a_table_keeps_the_earlier_tables_patients_and_splits(mapping_csv, mapping_2021_csv):
+    ids = [f"Brats18_{x}_1" for x in "ABCDEF"]
+    one = make_splits(ids, folds=3, seed=2, mapping_csv=mapping_csv)
+    both = make_splits(ids, folds=3, seed=2, mapping_csv=[mapping_csv, mapping_2021_csv])
+    assert both["patients"] == one["patients"] and both["patients"]["Brats18_A_1"] == "Brats17_A_1"
+    assert both["splits"] == one["splits"]
+    assert read_patient_mapping([mapping_2021_csv, mapping_csv])["Brats18_A_1"] == "BraTS2021_00001"

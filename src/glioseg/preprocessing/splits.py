@@ -82,7 +82,8 @@ def read_patient_mapping(paths: Path | str | Sequence[Path | str]) -> dict[str, 
     and ``brats2021_name_mapping.csv`` (the release columns ``BraTS2021``, ``BraTS2020`` ...
     ``BraTS2017``; its ``Local ID`` is a site's own number, not read). Empty and ``NA``/``N/A`` cells
     are skipped. Rows that share an alias, in one table or across tables, are one patient; its
-    key is the first ID (in column order) of the first row that names it, tables in the order given.
+    key is its ID seen first (tables in the order given, rows in order, columns left to right), so
+    adding a table after another keeps the earlier table's keys (and splits).
 
     Args:
         paths: one CSV or several (e.g. the 2020 and the 2021 table).
@@ -99,8 +100,10 @@ def read_patient_mapping(paths: Path | str | Sequence[Path | str]) -> dict[str, 
 
 
 def _merge_aliases(rows: Iterable[list[str]]) -> dict[str, str]:
-    """Union-find over rows of aliases: ``{alias: key}``, the key being the first ID of a merged group."""
+    """Union-find over rows of aliases: ``{alias: key}``, the key of a merged group being its
+    earliest-seen ID (so adding a table never renames the patients an earlier table keyed)."""
     parent: dict[str, str] = {}
+    seen: dict[str, int] = {}
 
     def find(x: str) -> str:
         while parent[x] != x:
@@ -111,8 +114,10 @@ def _merge_aliases(rows: Iterable[list[str]]) -> dict[str, str]:
     for ids in rows:
         for i in ids:
             parent.setdefault(i, i)
+            seen.setdefault(i, len(seen))
         for i in ids[1:]:
-            parent[find(i)] = find(ids[0])
+            a, b = sorted((find(i), find(ids[0])), key=seen.__getitem__)
+            parent[b] = a
     return {i: find(i) for i in parent}
 
 
