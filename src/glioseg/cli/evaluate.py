@@ -16,33 +16,48 @@ if TYPE_CHECKING:  # annotations only: the modules are imported inside the comma
     from glioseg.evaluation.scores import CaseScores
 
 
+PROTOCOL_HELP = ("Scoring rules, named by the BraTS year whose official code they reproduce: brats2021 = CaPTk "
+                 "BraTS 2017-2021 legacy Dice/HD95 (default); brats2023 = rachitsaluja/BraTS-2023-Metrics "
+                 "lesion-wise (GLI); brats2024 = rachitsaluja/BraTS-2024-Metrics lesion-wise (GLI); brats2025 = "
+                 "brats-evaluation 0.0.10 on panoptica 2.1.7 (one-to-one lesions, F1, empty cases dropped).")
+
+
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predictions <ID>.nii.gz (or <ID>_seg / <ID>-seg)."),
-    gt: Path = typer.Option(..., "--gt", help="Dataset folder with the ground-truth segmentations."),
+    gt: Path = typer.Option(..., "--gt", help="Ground truths: a dataset folder, an nnU-Net labelsTr/labelsTs "
+                            "folder, or a folder of <ID>[_seg|-seg].nii.gz files."),
+    protocol: str = typer.Option("brats2021", "--protocol", help=PROTOCOL_HELP),
     label_scheme: str | None = typer.Option(None, "--label-scheme",
                                             help="Label scheme of the input ground truths (--gt) \\[detected]."),
     pred_label_scheme: str | None = typer.Option(
         None, "--pred-label-scheme", help="Label scheme of the predictions (--pred) \\[detected, preferring "
         "the ground truths']."),
-    lesion_wise: bool = typer.Option(False, "--lesion-wise", help="Also BraTS 2023 lesion-wise Dice/HD95."),
+    lesion_wise: bool = typer.Option(False, "--lesion-wise", help="Also BraTS 2023 lesion-wise Dice/HD95 "
+                                     "(implied by --protocol brats2023/2024/2025)."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Report folder (default PRED/evaluation)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring cases in parallel."),
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Embed best/median/worst pictures."),
 ) -> None:
-    """Score predictions by the BraTS rules: CSV, JSON summary and an HTML report."""
+    """Score predictions by the BraTS rules of one protocol: CSV, JSON summary and an HTML report."""
     from glioseg.data.naming import DatasetError
     from glioseg.evaluation.evaluate import evaluate_folder
+    from glioseg.evaluation.protocols import ProtocolError, get_protocol
     from glioseg.evaluation.report import write_report
     from glioseg.labels import LabelSchemeError
     from glioseg.runtime import tune_allocator
 
+    try:
+        get_protocol(protocol)
+    except ProtocolError as exc:
+        fail(f"--protocol: {exc}")
     check_label_scheme(label_scheme)
     check_label_scheme(pred_label_scheme, "--pred-label-scheme")
     report_dir = out if out is not None else pred / "evaluation"
     check_output_dir(report_dir, "-o")
     tune_allocator()
     try:
-        result = evaluate_folder(pred, gt, label_scheme, pred_label_scheme, lesion_wise, workers, _echo_progress)
+        result = evaluate_folder(pred, gt, label_scheme, pred_label_scheme, lesion_wise, workers, _echo_progress,
+                                 protocol)
     except (DatasetError, FileNotFoundError, LabelSchemeError, ValueError) as exc:
         fail(str(exc))
     with writing(report_dir, "-o"):
@@ -61,8 +76,9 @@ def _echo_progress(scores: CaseScores, done: int, total: int) -> None:
 
 def _print_summary(result: EvaluationResult, paths: dict[str, Path]) -> None:
     """Mean Dice and HD95 per region, the pooled Dice, where the report went, ignored files."""
+    typer.echo(f"protocol {result.protocol}")
     for region, stats in result.summary.items():
-        if region != "all":
+        if region not in ("all", "provenance"):
             typer.echo(f"{region}: Dice {stats['dice']['mean']:.4f} +- {stats['dice']['std']:.4f}  "
                        f"HD95 {stats['hd95']['mean']:.2f} mm (median {stats['hd95']['median']:.2f})")
     typer.echo(f"pooled Dice (seed's number) {result.summary['all']['pooled_dice']['mean']:.4f}; "

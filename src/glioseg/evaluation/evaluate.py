@@ -1,4 +1,10 @@
-"""Evaluating a folder of predicted label maps against a dataset's ground truths.
+"""Evaluating a folder of predicted label maps against a dataset's ground truths, by one protocol.
+
+Ground truths come as a dataset, an nnU-Net ``labelsTr``/``labelsTs`` folder or a flat folder of
+``<ID>[_seg|-seg].nii.gz`` files (:func:`glioseg.data.labelsets.find_ground_truths`). The protocol
+(:mod:`glioseg.evaluation.protocols`, default ``brats2021``) sets the rules; the summary records it
+with the label schemes and the model under ``summary["provenance"]``
+(:mod:`glioseg.evaluation.provenance`).
 
 Predictions are paired with ground-truth cases by ID: ``<ID>.nii.gz`` (BraTS submission naming),
 ``<ID>_seg.nii.gz`` or ``<ID>-seg.nii.gz`` (``.nii`` too). Only label files are read. A missing
@@ -24,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from glioseg.data.layouts import find_cases
+from glioseg.data.labelsets import find_ground_truths
 from glioseg.data.naming import strip_nii
 from glioseg.data.nifti import CaseError, CaseFiles, Geometry, load_nifti, read_array
 from glioseg.data.schemes import decide_dataset_scheme, decide_files_scheme
 from glioseg.evaluation.metrics import CONVENTIONS, REGION_METRICS
+from glioseg.evaluation.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
+from glioseg.evaluation.provenance import evaluation_provenance
 from glioseg.evaluation.scores import CaseScores, compute_brats_metrics, failed_case, summarize
 from glioseg.labels import REGIONS, LabelScheme, LabelSchemeError, Region, get_scheme, labels_to_regions
 from glioseg.scheme_rules import SchemeDecision, detect_scheme
@@ -48,6 +56,7 @@ class EvaluationTask:
     gt_scheme_hint: str | None
     pred_scheme: str | None
     lesion_wise: bool
+    protocol: str = DEFAULT_PROTOCOL
 
 
 @dataclass
@@ -69,6 +78,7 @@ class EvaluationResult:
         label_scheme, pred_label_scheme: the schemes the ground truths and the predictions were
             read with (given, or decided once for all of them); None when nothing decided one.
         scheme_evidence, pred_scheme_evidence: what decided them.
+        protocol: name of the scoring protocol.
     """
 
     cases: list[CaseScores]
@@ -88,6 +98,7 @@ class EvaluationResult:
     conventions: dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
     scheme_evidence: str = ""
     pred_scheme_evidence: str = ""
+    protocol: str = DEFAULT_PROTOCOL
 
     @property
     def failed(self) -> bool:
@@ -193,17 +204,19 @@ def evaluate_task(task: EvaluationTask) -> CaseScores:
     try:
         gt, gt_geo, gt_scheme = read_label_file(task.gt_path, task.case_id, task.gt_scheme, task.gt_scheme_hint)
     except CaseError as exc:
-        return failed_case(task.case_id, "error", f"ground truth: {exc}", lesion_wise=task.lesion_wise)
+        return failed_case(task.case_id, "error", f"ground truth: {exc}", lesion_wise=task.lesion_wise,
+                           protocol=task.protocol)
     if task.pred_path is None:
-        return failed_case(task.case_id, "missing", "no prediction file", _true_volumes(gt, gt_geo), task.lesion_wise)
+        return failed_case(task.case_id, "missing", "no prediction file", _true_volumes(gt, gt_geo), task.lesion_wise,
+                           task.protocol)
     try:
         pred, pred_geo, _ = read_label_file(task.pred_path, task.case_id, task.pred_scheme, gt_scheme.name,
                                             flag="--pred-label-scheme")
         if not pred_geo.matches(gt_geo):
             raise _geometry_mismatch(task, pred_geo, gt_geo)
     except CaseError as exc:
-        return failed_case(task.case_id, "error", str(exc), _true_volumes(gt, gt_geo), task.lesion_wise)
-    return compute_brats_metrics(pred, gt, gt_geo.spacing, task.lesion_wise, task.case_id)
+        return failed_case(task.case_id, "error", str(exc), _true_volumes(gt, gt_geo), task.lesion_wise, task.protocol)
+    return compute_brats_metrics(pred, gt, gt_geo.spacing, task.lesion_wise, task.case_id, task.protocol)
 
 
 def _describe_grid(geo: Geometry) -> str:
@@ -225,18 +238,21 @@ def _init_worker() -> None:
 
 def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str | None = None,
                     pred_label_scheme: str | None = None, lesion_wise: bool = False, workers: int = 1,
-                    on_case: Callable[[CaseScores, int, int], None] | None = None) -> EvaluationResult:
+                    on_case: Callable[[CaseScores, int, int], None] | None = None,
+                    protocol: str | Protocol = DEFAULT_PROTOCOL) -> EvaluationResult:
     """Score every ground-truth case of a dataset against a folder of predictions.
 
     Args:
         pred_dir: folder of ``<ID>.nii.gz`` (or ``<ID>_seg`` / ``<ID>-seg``) predictions.
-        gt_root: dataset folder in any layout :func:`glioseg.data.layouts.find_cases` knows.
+        gt_root: dataset folder, nnU-Net labels folder or flat folder of label files
+            (:func:`glioseg.data.labelsets.find_ground_truths`).
         label_scheme: scheme of the ground truths; decided once for the dataset when None.
         pred_label_scheme: scheme of the predictions; the ground truths' when None, checked
             against the values of all predictions.
         lesion_wise: also compute the BraTS 2023 lesion-wise scores.
         workers: processes; 1 scores in this process.
         on_case: called as ``on_case(scores, done, total)`` after each case (progress).
+        protocol: scoring protocol (:data:`glioseg.evaluation.protocols.PROTOCOLS`).
 
     Returns:
         The evaluation; check :attr:`EvaluationResult.failed`.
@@ -245,12 +261,13 @@ def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str
         DatasetError: the dataset cannot be read. FileNotFoundError: no prediction folder.
         LabelSchemeError: an unknown scheme name, or schemes that contradict the evidence (one line
             naming it and the ``--label-scheme`` / ``--pred-label-scheme`` to pass).
-        ValueError: no case has a ground truth.
+        ValueError: no case has a ground truth. ProtocolError (a ValueError): unknown protocol.
     """
     start = time.perf_counter()
+    rules = get_protocol(protocol)
     for name in (n for n in (label_scheme, pred_label_scheme) if n is not None):
         get_scheme(name)
-    cases: list[CaseFiles] = find_cases(gt_root)
+    cases: list[CaseFiles] = find_ground_truths(gt_root)
     scored = [c for c in cases if c.label is not None]
     if not scored:
         raise ValueError(f"{gt_root}: no case has a segmentation; give the dataset with the ground truths")
@@ -258,18 +275,31 @@ def evaluate_folder(pred_dir: Path | str, gt_root: Path | str, label_scheme: str
     gt, pred = _decide_schemes(scored, found, gt_root, pred_dir, label_scheme, pred_label_scheme, workers)
     gt_name, pred_name = (d.scheme.name if d.scheme is not None else None for d in (gt, pred))
     tasks = [EvaluationTask(c.case_id, c.label, found.get(c.case_id), gt_name, c.scheme_hint,  # type: ignore[arg-type]
-                            pred_name, lesion_wise) for c in scored if c.case_id not in ambiguous]
-    results = [failed_case(cid, "error", msg, lesion_wise=lesion_wise) for cid, msg in ambiguous.items()]
+                            pred_name, lesion_wise, rules.name) for c in scored if c.case_id not in ambiguous]
+    results = [failed_case(cid, "error", msg, lesion_wise=lesion_wise, protocol=rules)
+               for cid, msg in ambiguous.items()]
     results = _score_all(tasks, workers, results, on_case, len(scored))
+    summary: dict = summarize(results)
+    schemes = {"ground_truth": {"scheme": gt_name, "evidence": gt.evidence},
+               "predictions": {"scheme": pred_name, "evidence": pred.evidence}}
+    summary["provenance"] = evaluation_provenance(rules, schemes, scored[0].layout, Path(pred_dir),
+                                                  [c.case_id for c in scored])
     return EvaluationResult(
-        cases=results, summary=summarize(results),
+        cases=results, summary=summary,
         missing=[s.case_id for s in results if s.status == "missing"],
         errors={s.case_id: s.message for s in results if s.status == "error"},
         unmatched_predictions=unmatched, no_ground_truth=[c.case_id for c in cases if c.label is None],
-        pred_dir=Path(pred_dir), gt_root=Path(gt_root), lesion_wise=lesion_wise,
+        pred_dir=Path(pred_dir), gt_root=Path(gt_root), lesion_wise=lesion_wise or rules.lesion_wise,
         seconds=time.perf_counter() - start, gt_files={c.case_id: c for c in scored}, pred_paths=found,
         label_scheme=gt_name, pred_label_scheme=pred_name, scheme_evidence=gt.evidence,
-        pred_scheme_evidence=pred.evidence)
+        pred_scheme_evidence=pred.evidence, conventions=_conventions(rules), protocol=rules.name)
+
+
+def _conventions(rules: Protocol) -> dict[str, str]:
+    """The metric conventions plus the protocol's row (written into the reports)."""
+    return {"protocol": f"{rules.name}: reproduces {rules.official_code} ({rules.official_version}); matching "
+                        f"{rules.matching}; lesion-wise average over {rules.lesion_average}; both masks empty: "
+                        f"{rules.both_empty}; differences: {rules.differences}", **CONVENTIONS}
 
 
 def _decide_schemes(scored: Sequence[CaseFiles], found: dict[str, Path], gt_root: Path | str, pred_dir: Path | str,
@@ -306,8 +336,11 @@ def _run(tasks: list[EvaluationTask], workers: int):
 
 
 def _json_safe(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
+    """NaN -> null; +-inf -> "inf" / "-inf" (brats2025's lesion HD95 without a match is inf)."""
+    if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -319,6 +352,7 @@ def result_to_json(result: EvaluationResult) -> dict:
     """JSON-able summary: inputs, conventions, per-region statistics, failures, timing."""
     return _json_safe({
         "pred_dir": str(result.pred_dir), "gt_root": str(result.gt_root),
+        "protocol": result.protocol,
         "n_cases": len(result.cases), "n_failed": len(result.missing) + len(result.errors),
         "lesion_wise": result.lesion_wise, "seconds": round(result.seconds, 3),
         "label_scheme": result.label_scheme, "scheme_evidence": result.scheme_evidence,
@@ -330,10 +364,16 @@ def result_to_json(result: EvaluationResult) -> dict:
 
 
 def write_cases_csv(result: EvaluationResult, path: Path | str) -> Path:
-    """Per-case CSV (one row per case, columns ``<metric>_<region>``), written atomically."""
-    rows = [c.to_row() for c in result.cases]
+    """Per-case CSV, written atomically: one header row, then one row per case.
+
+    Columns ``case_id, status, <metric>_<region>..., pooled_dice, message, protocol``. The file
+    stays plain CSV (no comment lines) so that ``pandas.read_csv`` and Excel open it as is; the
+    ``protocol`` column names the rules on every row, and ``summary.json`` next to it holds the
+    full provenance (protocol parameters, label schemes, model) under ``summary.provenance``.
+    """
+    rows = [{**c.to_row(), "protocol": c.protocol} for c in result.cases]
     region_columns = [f"{m}_{r.value}" for m in REGION_METRICS for r in REGIONS]
-    columns = list(rows[0]) if rows else ["case_id", "status", *region_columns]
+    columns = list(rows[0]) if rows else ["case_id", "status", *region_columns, "protocol"]
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:

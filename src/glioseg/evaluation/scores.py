@@ -197,8 +197,8 @@ def describe(values: Iterable[float]) -> dict[str, float]:
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
     if arr.size == 0:
         return {"n": 0, **{k: math.nan for k in ("mean", "std", "median", "q1", "q3", "min", "max")}}
-    q1, median, q3 = np.percentile(arr, [25, 50, 75])
-    with np.errstate(invalid="ignore"):  # the std of values holding inf is NaN
+    with np.errstate(invalid="ignore"):  # statistics of values holding inf may be NaN
+        q1, median, q3 = np.percentile(arr, [25, 50, 75])
         std = float(arr.std())
     return {"n": int(arr.size), "mean": float(arr.mean()), "std": std, "median": float(median),
             "q1": float(q1), "q3": float(q3), "min": float(arr.min()), "max": float(arr.max())}
