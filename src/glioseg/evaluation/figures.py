@@ -284,7 +284,7 @@ def thumbnail_figure(flair: np.ndarray, gt: np.ndarray, pred: np.ndarray | None,
     axes = fig.subplots(1, 2)
     for ax, (name, lab) in zip(axes, (("ground truth", gt), ("prediction", pred)), strict=True):
         _show(ax, image, None if lab is None else plane(lab, 2, z, convention), plane_aspect(spacing, 2),
-              orientation_marks(2, convention), fontsize=7)
+              orientation_marks(2, convention), fontsize=8)
         ax.set_title(name if lab is not None else "no prediction", color="white", fontsize=8)
     fig.legend(handles=_legend_handles([gt, pred], short=True), loc="lower center", bbox_to_anchor=(0.5, 0.04),
                ncol=4, frameon=False, labelcolor="white", fontsize=7, handlelength=1.0)

@@ -1,9 +1,12 @@
 """The self-contained HTML report of an evaluation (``glioseg evaluate`` writes ``report.html``).
 
-One file, readable offline: no external scripts, styles, fonts or images. It holds the inputs and
-the conventions used, a summary table, box plots per region and metric, thumbnails of the best,
-median and worst cases (PNG embedded as base64), the failures, and a per-case table that sorts
-by any column when its header is clicked (a few lines of vanilla JavaScript).
+One file, readable offline: no external scripts, styles, fonts or images. It holds the inputs,
+their provenance (protocol, label schemes, model) when the summary records it, the conventions
+used, a summary table, box plots per region and metric, thumbnails of the best, median and worst
+cases (PNG embedded as base64, with orientation letters and a label legend), the failures, and a
+per-case table that sorts by any column when its header is clicked (a few lines of vanilla
+JavaScript). Pictures scale down to the page width and wide tables scroll inside their own box,
+so the page never scrolls sideways (checked in headless Chromium at 1366 px).
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from glioseg.evaluation.evaluate import (
     write_cases_csv,
     write_summary_json,
 )
+from glioseg.evaluation.figures import CONVENTIONS, DEFAULT_CONVENTION
 from glioseg.evaluation.metrics import LESION_METRICS, REGION_METRICS
 from glioseg.evaluation.scores import CaseScores
 from glioseg.labels import REGIONS, Region
 from glioseg.utils import atomic_write
 
 BOX_METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
+BOX_COLUMNS = 4
 METRIC_TITLES: dict[str, str] = {
     "dice": "Dice", "hd95": "HD95 (mm)", "sensitivity": "Sensitivity", "specificity": "Specificity",
     "volume_pred_ml": "Predicted volume (ml)", "volume_true_ml": "True volume (ml)",
@@ -39,7 +44,12 @@ METRIC_TITLES: dict[str, str] = {
 }
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+p, dd, li, table#provenance td { overflow-wrap: anywhere; }
+img { max-width: 100%; height: auto; }
+div.scroll { max-width: 100%; overflow-x: auto; margin: 0.5em 0 1.5em; }
+div.scroll table { margin: 0; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+table#provenance th, table#provenance td { text-align: left; vertical-align: top; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
 th { background: #eee; }
 td.id, th.id { text-align: left; }
@@ -47,7 +57,7 @@ table.sortable th { cursor: pointer; user-select: none; }
 th[data-order="asc"]::after { content: " \\25B2"; }
 th[data-order="desc"]::after { content: " \\25BC"; }
 tr.failed td { background: #fdd; }
-figure { display: inline-block; margin: 0.5em; }
+figure { display: inline-block; margin: 0.5em; max-width: 100%; }
 figcaption { font-size: 0.85em; text-align: center; }
 dt { font-weight: bold; }
 """
@@ -91,6 +101,8 @@ def _metric_value(case: CaseScores, region: Region, metric: str) -> float:
 def box_plots_png(cases: Sequence[CaseScores], metrics: Sequence[str] = BOX_METRICS) -> bytes:
     """One box-plot panel per metric, one box per region (failures included).
 
+    At most :data:`BOX_COLUMNS` panels a row (about 1150 px at most: a laptop page's width).
+
     Args:
         cases: scored cases.
         metrics: region or lesion-wise metric names.
@@ -100,10 +112,15 @@ def box_plots_png(cases: Sequence[CaseScores], metrics: Sequence[str] = BOX_METR
     """
     from glioseg.evaluation.figures import figure_png, new_figure
 
-    fig = new_figure(3.2 * len(metrics), 3.2)
+    columns = len(metrics) if len(metrics) <= BOX_COLUMNS else math.ceil(len(metrics) / math.ceil(
+        len(metrics) / BOX_COLUMNS))
+    rows = math.ceil(len(metrics) / columns)
+    fig = new_figure(3.2 * columns, 3.0 * rows)
     fig.set_facecolor("white")
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, metric in zip(axes, metrics, strict=True):
+    grid = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in grid[len(metrics):]:
+        ax.remove()
+    for ax, metric in zip(grid, metrics, strict=False):
         data = []
         for region in REGIONS:
             values = [_metric_value(c, region, metric) for c in cases]
@@ -170,12 +187,70 @@ def _failures(result: EvaluationResult) -> str:
     return f'<h2>Failures ({len(items)})</h2><div id="failures">{listing}{"".join(notes)}</div>'
 
 
-def render_html(result: EvaluationResult, thumbnails: Sequence[tuple[str, bytes]] = ()) -> str:
+def _inline(value: object, nested: bool = False) -> str:
+    """A provenance value as plain text: dicts as ``key: value, ...`` (in brackets when nested), lists
+    joined by commas, None as ``none``."""
+    if isinstance(value, dict):
+        text = ", ".join(f"{key}: {_inline(item, True)}" for key, item in value.items()) or "none"
+        return f"({text})" if nested and value else text
+    if isinstance(value, list | tuple):
+        return ", ".join(_inline(item, True) for item in value) or "none"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "none" if value is None else str(value)
+
+
+def _provenance_cell(value: object) -> str:
+    """HTML of one provenance value: a dict gets one line per key."""
+    if isinstance(value, dict) and value:
+        return "<br>".join(html.escape(f"{key}: {_inline(item)}") for key, item in value.items())
+    return html.escape(_inline(value))
+
+
+PROVENANCE_TITLES: dict[str, str] = {"protocol": "protocol", "protocol_parameters": "protocol parameters",
+                                     "label_schemes": "label schemes", "model": "model"}
+NO_MODEL = "not recorded (the predictions carry no glioseg predict manifest)"
+
+
+def _provenance(summary: dict) -> str:
+    """A small table of ``summary["provenance"]`` (protocol, its parameters, label schemes, model,
+    then any other field); empty for summaries written before provenance was recorded."""
+    record = summary.get("provenance")
+    if not isinstance(record, dict):
+        return ""
+    keys = [k for k in PROVENANCE_TITLES if k in record] + [k for k in record if k not in PROVENANCE_TITLES]
+    rows = []
+    for key in keys:
+        cell = html.escape(NO_MODEL) if key == "model" and record[key] is None else _provenance_cell(record[key])
+        title = PROVENANCE_TITLES.get(key, str(key).replace("_", " "))
+        rows.append(f"<tr><th>{html.escape(title)}</th><td>{cell}</td></tr>")
+    return f'<table id="provenance"><tbody>{"".join(rows)}</tbody></table>'
+
+
+THUMBNAIL_NOTE = ("Axial slice through the largest tumour cross-section: FLAIR with the ground truth | with the "
+                  f"prediction; {CONVENTIONS[DEFAULT_CONVENTION]}.")
+
+
+def _thumbnails(result: EvaluationResult, thumbnails: Sequence[tuple[str, bytes]] | None) -> str:
+    """The pictures' section body: figures, or why there are none."""
+    if thumbnails is None:
+        return "<p>Pictures not drawn (evaluate --no-thumbnails).</p>"
+    if not thumbnails:
+        scored = any(not c.failed for c in result.cases)
+        return ("<p>No picture: the FLAIR images of the chosen cases could not be read.</p>" if scored
+                else "<p>No scored case.</p>")
+    figures = "".join(f"<figure>{_png_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+                      for caption, png in thumbnails)
+    return f"<p>{html.escape(THUMBNAIL_NOTE)}</p>{figures}"
+
+
+def render_html(result: EvaluationResult, thumbnails: Sequence[tuple[str, bytes]] | None = ()) -> str:
     """The report as one HTML string (no external resources).
 
     Args:
         result: the evaluation.
-        thumbnails: ``(caption, PNG bytes)`` pairs, e.g. from :func:`case_thumbnails`.
+        thumbnails: ``(caption, PNG bytes)`` pairs, e.g. from :func:`case_thumbnails`; None when
+            pictures were not asked for (the section says so instead of "No scored case").
 
     Returns:
         HTML text.
@@ -183,22 +258,22 @@ def render_html(result: EvaluationResult, thumbnails: Sequence[tuple[str, bytes]
     conventions = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in result.conventions.items())
     metrics = list(BOX_METRICS) + (["lesion_dice", "lesion_hd95"] if result.lesion_wise else [])
     plots = _png_tag(box_plots_png(result.cases, metrics), "box plots per region and metric") if result.cases else ""
-    figures = "".join(f"<figure>{_png_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-                      for caption, png in thumbnails)
     n_failed = len(result.missing) + len(result.errors)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>glioseg evaluation</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,"><style>{STYLE}</style></head>
 <body>
 <h1>glioseg evaluation</h1>
 <p>Predictions <code>{html.escape(str(result.pred_dir))}</code> against ground truths
 <code>{html.escape(str(result.gt_root))}</code>: {len(result.cases)} cases, {n_failed} failed,
 {result.seconds:.1f} s.</p>
-<h2>Summary</h2>{_summary_table(result)}
+{_provenance(result.summary)}
+<h2>Summary</h2><div class="scroll">{_summary_table(result)}</div>
 <h2>Distributions</h2>{plots}
-<h2>Best, median and worst cases (mean Dice)</h2><div id="thumbnails">{figures or "<p>No scored case.</p>"}</div>
+<h2>Best, median and worst cases (mean Dice)</h2><div id="thumbnails">{_thumbnails(result, thumbnails)}</div>
 {_failures(result)}
-<h2>Cases</h2><p>Click a column header to sort.</p>{_cases_table(result)}
+<h2>Cases</h2><p>Click a column header to sort.</p><div class="scroll">{_cases_table(result)}</div>
 <h2>Conventions</h2><dl id="conventions">{conventions}</dl>
 <script>{SORT_SCRIPT}</script>
 </body></html>
@@ -255,7 +330,7 @@ def _thumbnail(result: EvaluationResult, name: str, case: CaseScores) -> tuple[s
     caption = f"{name}: {case.case_id} (mean Dice {case.mean_dice:.3f})"
     fig = thumbnail_figure(flair, geometry.to_canonical(gt), geometry.to_canonical(pred),
                            geometry.canonical_spacing, caption)
-    return caption, figure_png(fig, dpi=80)
+    return caption, figure_png(fig, dpi=100)
 
 
 def write_report(result: EvaluationResult, out_dir: Path | str, thumbnails: bool = True) -> dict[str, Path]:
@@ -276,7 +351,7 @@ def write_report(result: EvaluationResult, out_dir: Path | str, thumbnails: bool
         OSError: the folder cannot be created or written (nothing is left behind).
     """
     out_dir = Path(out_dir)
-    text = render_html(result, case_thumbnails(result) if thumbnails else ())
+    text = render_html(result, case_thumbnails(result) if thumbnails else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=".tmp", dir=out_dir))
     try:
