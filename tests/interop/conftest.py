@@ -28,9 +28,11 @@ def write_tiny_run(run_dir: Path, seed: int = 0) -> Path:
     config = tiny_config()
     run_dir.mkdir(parents=True)
     save_config(config, run_dir / "config.yaml")
-    (run_dir / "run.json").write_text(json.dumps({"format": "glioseg-run/1", "label_scheme": "brats2017",
-                                                  "normalisation": {"method": "z-score"},
-                                                  "stages": {s.name: {} for s in config.stages}}))
+    normalisation = {"method": "z-score inside the brain after percentile clipping", "version": 1,
+                     "target_spacing": 1.0, "percentiles": [0.5, 99.5], "margin": 2}
+    (run_dir / "run.json").write_text(json.dumps({
+        "format": "glioseg-run/1", "label_scheme": "brats2017", "normalisation": normalisation,
+        "stages": {s.name: {"spacing_mm": s.spacing_mm} for s in config.stages}}))
     for i, stage in enumerate(config.stages):
         torch.manual_seed(seed + i)
         model = build_stage_model(stage)
@@ -53,9 +55,15 @@ def tiny_folds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tiny_folds: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tiny_folds`` exported as ONNX. Read-only (copy it before tampering)."""
-    pytest.importorskip("onnx")
-    from glioseg.interop.export import export_graphs
+def graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A graph cache shared by the tests (entries are exported once per session). Read-only."""
+    return tmp_path_factory.mktemp("graph_cache")
 
-    return export_graphs(tiny_folds, tmp_path_factory.mktemp("exports") / "tiny_onnx", "onnx")
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_folds: Path, graph_cache: Path) -> Path:
+    """``tiny_folds`` exported as ONNX (the graph cache's entry). Read-only (copy it before tampering)."""
+    pytest.importorskip("onnx")
+    from glioseg.interop.backends import cached_export
+
+    return cached_export(tiny_folds, "onnxruntime", graph_cache)

@@ -45,6 +45,7 @@ def test_onnx_export_has_every_stage_and_fold_and_the_parameters(tiny_folds, tin
         assert (entry["spacing_mm"], entry["patch_size"], entry["divisor"]) == (spacing, window, 4)
         assert (entry["target"], entry["activation"]) == ("regions", "sigmoid")
         assert [n["fold"] for n in entry["networks"]] == [0, 1]
+        assert entry["preprocessing"]["percentiles"] == [0.5, 99.5] and entry["preprocessing"]["margin"] == 2
     manifest = json.loads((tiny_onnx / "manifest.json").read_text())
     assert set(manifest["files"]) == {"model.json", "low/fold_0.onnx", "low/fold_1.onnx", "high/fold_0.onnx",
                                       "high/fold_1.onnx"}
@@ -144,6 +145,18 @@ def test_export_never_writes_into_the_model_folder(tiny_folds, tmp_path):
         with pytest.raises(ExportError, match="inside the model folder"):
             export_graphs(model, out, "onnx", overwrite=True)
     assert (model / "fold_0" / "low" / "model.safetensors").is_file()
+
+
+def test_run_preprocessed_otherwise_is_not_exported(tiny_folds, tmp_path):
+    from glioseg.artifacts.preprocess_record import PreprocessingMismatch
+
+    run = Path(shutil.copytree(tiny_folds / "fold_0", tmp_path / "run"))
+    info = json.loads((run / "run.json").read_text())
+    info["normalisation"]["percentiles"] = [1.0, 99.0]
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(PreprocessingMismatch, match="percentiles"):
+        export_graphs(run, tmp_path / "out", "onnx")
+    assert not (tmp_path / "out").exists()
 
 
 def test_weights_key_follows_the_weights(tiny_folds, tmp_path):

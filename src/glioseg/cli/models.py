@@ -52,7 +52,7 @@ def _export_graphs(model: str, out: Path, fmt: str, overwrite: bool) -> None:
 
     try:
         folder = export_graphs(model, out, fmt, overwrite)
-    except (BundleError, ExportError, FileNotFoundError, TrainError) as exc:
+    except (BundleError, ExportError, FileNotFoundError, TrainError, ValueError) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"{out}: cannot write the export ({exc.strerror or exc}); choose another folder")

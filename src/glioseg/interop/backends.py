@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from glioseg.artifacts.preprocess_record import PreprocessingSpec
 from glioseg.inference.postprocess import PostprocessConfig
 from glioseg.inference.predictor import Predictor, Stage
 from glioseg.interop.export import export_graphs, weights_key
@@ -126,8 +127,21 @@ def stages_from_export(folder: Path, backend: str, folds: Sequence[int] | None =
         models: list[nn.Module] = [BackendNetwork(make_runner(backend, Path(folder) / n["file"], n_threads),
                                                   entry["divisor"], f"{backend}:{n['file']}") for n in nets]
         stages[name] = Stage(name, models, entry["spacing_mm"], tuple(entry["patch_size"]), entry["target"],
-                             int(entry["divisor"]))
+                             int(entry["divisor"]), _preprocessing(entry, name, folder))
     return stages, PostprocessConfig.from_dict(spec["postprocess"])
+
+
+def _preprocessing(entry: dict[str, Any], stage: str, folder: Path) -> PreprocessingSpec:
+    """The stage's recorded preprocessing; refused when this code preprocesses by other rules."""
+    from glioseg.preprocessing.normalize import PREPROCESS_VERSION
+
+    record = entry.get("preprocessing")
+    if not isinstance(record, dict) or record.get("version") != PREPROCESS_VERSION:
+        raise ExportError(f"{folder}: stage {stage} records preprocessing version "
+                          f"{(record or {}).get('version')!r}, this glioseg does version {PREPROCESS_VERSION}; "
+                          "re-export the model with this glioseg")
+    low, high = (float(p) for p in record["percentiles"])
+    return PreprocessingSpec(entry["spacing_mm"], (low, high), int(record["margin"]))
 
 
 def load_backend_predictor(model_dir: Path, backend: str = "torch", folds: Sequence[int] | None = None,

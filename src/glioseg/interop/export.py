@@ -108,16 +108,33 @@ def export_network(model: nn.Module, patch_size: Sequence[int], path: Path, fmt:
         onnx_path.unlink()
 
 
+def _preprocessing(run: RunBundle, name: str) -> dict[str, Any]:
+    """The stage's preprocessing as its run records it (refused when this code would do otherwise)."""
+    from glioseg.artifacts.preprocess_record import stage_preprocessing
+    from glioseg.preprocessing.normalize import PREPROCESS_VERSION
+
+    spacings = {s.name: s.spacing_mm for s in run.config.stages}
+    spec = stage_preprocessing(run.info, name, run.stages[name].spacing_mm, spacings, str(run.run_dir))
+    return {"version": PREPROCESS_VERSION, "spacing_mm": spec.spacing_mm, "percentiles": list(spec.percentiles),
+            "margin": spec.margin, "mask": "nonzero in any channel", "crop": "mask bounding box + margin voxels",
+            "normalise": "clip to the percentiles inside the mask, then z-score inside the mask; 0 outside",
+            "padding": "zeros"}
+
+
 def _stage_entry(name: str, runs: list[tuple[int | None, RunBundle]], fmt: str) -> dict[str, Any]:
     """``model.json``'s description of one stage; its networks' files are named by fold."""
     first = runs[0][1].stages[name]
+    records = [_preprocessing(run, name) for _, run in runs if name in run.stages]
+    if any(r != records[0] for r in records):
+        raise ExportError(f"stage {name}: the folds were preprocessed differently; export them one by one")
     nets = [{"file": f"{name}/{'model' if fold is None else f'fold_{fold}'}{SUFFIX[fmt]}", "fold": fold,
              "weights_sha256": sha256_file(run.run_dir / name / "model.safetensors")}
             for fold, run in runs if name in run.stages]
     return {"spacing_mm": first.spacing_mm, "patch_size": list(first.patch_size), "target": first.target,
             "activation": "sigmoid" if first.target == "regions" else "softmax",
             "divisor": int(getattr(first.model, "divisor", 16)),
-            "out_channels": int(getattr(first.model, "out_channels", 3)), "networks": nets}
+            "out_channels": int(getattr(first.model, "out_channels", 3)), "preprocessing": records[0],
+            "networks": nets}
 
 
 def _spec(model_dir: Path, runs: list[tuple[int | None, RunBundle]], fmt: str) -> dict[str, Any]:
@@ -190,6 +207,7 @@ def export_graphs(model: str | Path | None, out: Path | str, fmt: str = "onnx", 
 
     Raises:
         ExportError: unknown format, ``out`` exists, or a backend package is missing.
+        glioseg.artifacts.preprocess_record.PreprocessingMismatch: the run's preprocessing is not this code's.
         BundleError, FileNotFoundError, glioseg.artifacts.weights.TrainError: the model cannot be loaded.
     """
     out = Path(out)
