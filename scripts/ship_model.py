@@ -1,83 +1,155 @@
-"""Package a validated run as the shipped default model (src/glioseg/weights/default).
+"""Package a validated run, or a fold ensemble, as the shipped default model (src/glioseg/weights/default).
 
     python scripts/ship_model.py RUN_DIR VALIDATION_REPORT_DIR [--stages low] [--out DIR]
-                                 [--validated-run DIR]
+        [--validated-run DIR] [--folds 0,1,2,3,4] [--name NAME] [--data TEXT]
+        [--train-command CMD] [--validation-command CMD] [--hardware TEXT]
 
-RUN_DIR is a `glioseg train` run (e.g. WORK/run_fold0 of scripts/train_default.sh);
-VALIDATION_REPORT_DIR is the `report/` folder written by scripts/validate.sh, whose summary.json
-becomes the manifest's validation scores. When RUN_DIR was trained on every case (no held-out
-cases), give the fold run that the report validated with --validated-run: the manifest then says
-that the scores are those of the same recipe on that fold. Weights are stored as float16.
+RUN_DIR is either one `glioseg train` run, or a folder of fold_<k>/ runs (`glioseg train
+--all-folds`): the latter ships the *fold ensemble* (every fold's weights in one bundle,
+glioseg.artifacts.shipping). VALIDATION_REPORT_DIR is a `glioseg evaluate` report folder
+(summary.json, cases.csv) whose scores become the manifest's validation block:
+
+- fold ensemble: the out-of-fold report, where every case was predicted by the fold model that
+  did not train on it; it is refused unless its cases are exactly the folds' validation cases and
+  those are disjoint;
+- single run: the report of its held-out cases; when RUN_DIR was trained on every case, give the
+  fold run the report validated with --validated-run, and the manifest says so.
+
+Weights are stored as float16, at most 100 MB in all. What the runs do not record (the training
+command, hardware, start and end times) is written as null unless given with --train-command,
+--hardware; nothing is guessed. The current 2 mm model was shipped with
+    python scripts/ship_model.py WORK/run_fold0 OUT/report --stages low \\
+        --train-command "bash scripts/train_default.sh ../shared/data/brats18 WORK 0" \\
+        --validation-command "bash scripts/validate.sh WORK/run_fold0 ../shared/data/brats18 OUT" \\
+        --hardware "x86_64 CPU, 2 cores, no GPU"
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
-from glioseg.artifacts.bundles import default_model_dir, make_bundle, verify_bundle
+from glioseg.artifacts.bundles import BundleError, default_model_dir, verify_bundle
+from glioseg.artifacts.folds import fold_runs
+from glioseg.artifacts.shipping import make_bundle
 
 REGIONS = ("WT", "TC", "ET")
 METRICS = ("dice", "hd95", "sensitivity", "specificity")
 
 
-def validation_block(report: Path) -> dict:
+def validation_block(report: Path) -> dict[str, Any]:
     """The manifest's validation scores from an evaluate summary.json (+ per-case rows)."""
     summary = json.loads((report / "summary.json").read_text())
     scores = {r: {m: {k: summary["summary"][r][m][k] for k in ("mean", "std", "median", "min", "max")}
                   for m in METRICS} for r in REGIONS}
     cases = (report / "cases.csv").read_text().splitlines()
     return {"n_cases": summary["n_cases"], "cases": [line.split(",")[0] for line in cases[1:]],
-            "scores": scores, "conventions": summary["conventions"]}
+            "scores": scores, "conventions": summary.get("conventions")}
 
 
-def main() -> None:
+def _runs(run: Path, folds: list[int] | None) -> list[dict[str, Any]]:
+    """run.json of the run, or of each fold run (in fold order)."""
+    if (run / "run.json").is_file():
+        return [json.loads((run / "run.json").read_text())]
+    found = fold_runs(run)
+    return [json.loads((found[k] / "run.json").read_text()) for k in (folds or sorted(found)) if k in found]
+
+
+def out_of_fold_validation(report: Path, runs: list[dict[str, Any]], command: str | None) -> dict[str, Any]:
+    """The validation block of a fold ensemble; SystemExit unless the report is out-of-fold."""
+    block = validation_block(report)
+    held_out = [c for info in runs for c in info["split"]["val"]]
+    if len(held_out) != len(set(held_out)) or sorted(block["cases"]) != sorted(held_out):
+        sys.exit(f"{report}: its cases are not exactly the folds' (disjoint) validation cases; give the "
+                 "out-of-fold report of these folds")
+    return {**block, "command": command,
+            "of": f"out-of-fold: each of the {len(held_out)} cases predicted by the one fold model (of "
+                  f"{len(runs)}) that did not train on it; the shipped model is the ensemble of those folds"}
+
+
+def single_validation(report: Path, info: dict[str, Any], validated_run: Path | None,
+                      command: str | None) -> dict[str, Any]:
+    """The validation block of one run (``of`` says whose scores they are when it had no held-out cases)."""
+    block = {**validation_block(report), "command": command}
+    if validated_run is not None:
+        fold_info = json.loads((validated_run / "run.json").read_text())
+        block["of"] = (f"the same recipe trained on fold {fold_info['split']['fold']} "
+                       f"({len(fold_info['split']['train'])} cases) and scored on its "
+                       f"{len(fold_info['split']['val'])} held-out cases; the shipped weights "
+                       "were then re-trained on every case and have no held-out score")
+        block["cases_trained_on"] = fold_info["split"]["train"]
+    return block
+
+
+def training_block(runs: list[dict[str, Any]], stages: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Cases, seconds, epochs, versions as recorded; command and hardware only when stated."""
+    cases = sorted({c for info in runs for c in info["split"]["train"] + info["split"]["val"]})
+    recorded = [{s: info["stages"][s] for s in stages} for info in runs]
+    block: dict[str, Any] = {
+        "data": args.data, "cases": cases if len(runs) > 1 else runs[0]["split"]["train"],
+        "held_out": [] if len(runs) > 1 else runs[0]["split"]["val"],
+        "fold": [info["split"].get("fold") for info in runs] if len(runs) > 1 else runs[0]["split"].get("fold"),
+        "seconds": [{s: r[s].get("train_seconds") for s in stages} for r in recorded],
+        "epochs": [{s: r[s].get("epochs_done") for s in stages} for r in recorded],
+        "hardware": args.hardware or runs[0].get("hardware"),
+        "versions": runs[0].get("versions"), "command": args.train_command or runs[0].get("command"),
+    }
+    if len(runs) == 1:
+        block["seconds"], block["epochs"] = block["seconds"][0], block["epochs"][0]
+    return block
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path)
-    parser.add_argument("report", type=Path)
+    parser.add_argument("run", type=Path, help="a run directory or a folder of fold_<k> runs")
+    parser.add_argument("report", type=Path, help="glioseg evaluate report folder (summary.json, cases.csv)")
     parser.add_argument("--stages", default=None, help="comma-separated stages to ship [all trained]")
+    parser.add_argument("--folds", default=None, help="comma-separated folds of a fold ensemble [all]")
     parser.add_argument("--out", type=Path, default=default_model_dir())
     parser.add_argument("--validated-run", type=Path, default=None,
                         help="fold run the report validated, when RUN was trained on every case")
-    args = parser.parse_args()
-    run_info = json.loads((args.run / "run.json").read_text())
-    stages = args.stages.split(",") if args.stages else None
-    shipped = stages or run_info["stage_order"]
-    info = {
-        "name": "glioseg-brats18-cpu",
-        "description": "Isensee 2017 U-Net (regions WT/TC/ET), CPU recipe configs/cpu_shipped.yaml",
-        "training": {
-            "data": "BraTS 2018 training cases from ../shared/data/brats18",
-            "cases": run_info["split"]["train"],
-            "held_out": run_info["split"]["val"],
-            "fold": run_info["split"].get("fold"),
-            "seconds": {s: run_info["stages"][s]["train_seconds"] for s in shipped},
-            "epochs": {s: run_info["stages"][s]["epochs_done"] for s in shipped},
-            "hardware": f"{platform.machine()} CPU, 2 cores, no GPU",
-            "versions": run_info.get("versions"),
-            "command": "bash scripts/train_default.sh ../shared/data/brats18 WORK 0",
-        },
-        "validation": {**validation_block(args.report),
-                       "command": "bash scripts/validate.sh WORK/run_fold0 ../shared/data/brats18 OUT"},
-        "limits": "expects skull-stripped, co-registered, ~1 mm BraTS-style T1/T1ce/T2/FLAIR; "
-                  f"trained on {len(run_info['split']['train'])} cases",
-    }
-    if args.validated_run is not None:
-        fold_info = json.loads((args.validated_run / "run.json").read_text())
-        info["validation"]["of"] = (f"the same recipe trained on fold {fold_info['split']['fold']} "
-                                    f"({len(fold_info['split']['train'])} cases) and scored on its "
-                                    f"{len(fold_info['split']['val'])} held-out cases; the shipped weights "
-                                    "were then re-trained on every case and have no held-out score")
-        info["validation"]["cases_trained_on"] = fold_info["split"]["train"]
+    parser.add_argument("--name", default="glioseg-brats18-cpu")
+    parser.add_argument("--data", default="BraTS 2018 training cases from ../shared/data")
+    parser.add_argument("--train-command", default=None, help="the exact training command [null]")
+    parser.add_argument("--validation-command", default=None, help="the exact validation command [null]")
+    parser.add_argument("--hardware", default=None, help="what it was trained on [null unless recorded]")
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    runs = _runs(args.run, folds)
+    if not runs:
+        sys.exit(f"{args.run}: no run.json and no fold_<k>/run.json")
+    stages = args.stages.split(",") if args.stages else runs[0]["stage_order"]
+    ensemble = not (args.run / "run.json").is_file()
+    validation = (out_of_fold_validation(args.report, runs, args.validation_command) if ensemble else
+                  single_validation(args.report, runs[0], args.validated_run, args.validation_command))
+    training = training_block(runs, stages, args)
+    model = (runs[0]["stages"][stages[0]].get("model") or {}).get("name", "U-Net")
+    info = {"name": args.name, "training": training, "validation": validation,
+            "description": f"{model} (regions WT/TC/ET)" + (f", ensemble of {len(runs)} folds" if ensemble else ""),
+            "limits": "expects skull-stripped, co-registered, ~1 mm BraTS-style T1/T1ce/T2/FLAIR; "
+                      f"trained on {len(training['cases'])} cases",
+            "provenance": {"command": training["command"], "hardware": training["hardware"]}}
+    staged = args.out.with_name(f".{args.out.name}.new")
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        make_bundle(args.run, staged, info, fp16=True, stages=args.stages.split(",") if args.stages else None,
+                    folds=folds)
+    except BundleError as exc:
+        sys.exit(str(exc))
     if args.out.exists():
         shutil.rmtree(args.out)
-    make_bundle(args.run, args.out, info, fp16=True, stages=stages)
+    staged.rename(args.out)  # the old bundle is replaced only by a complete, verified one
     manifest = verify_bundle(args.out)
     size = sum((args.out / n).stat().st_size for n in manifest["files"])
-    print(f"shipped {sorted(manifest['files'])} ({size / 1e6:.1f} MB) -> {args.out}")
+    print(f"shipped {len(manifest['files'])} files ({size / 1e6:.1f} MB) -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -143,8 +143,11 @@ def _fake_run(tmp_path):
 
     run = tmp_path / "run"
     (run / "low").mkdir(parents=True)
-    (run / "config.yaml").write_text("preset: cpu\n")
-    info = {"format": "glioseg-run/1", "label_scheme": "brats2017", "normalisation": {"method": "z"},
+    from glioseg.config import StageConfig, TrainConfig, save_config
+
+    save_config(TrainConfig(preset="cpu", stages=(StageConfig(name="low", spacing_mm=2.0),)), run / "config.yaml")
+    normalisation = {"method": "z", "version": 1, "target_spacing": 2.0, "percentiles": [0.5, 99.5], "margin": 2}
+    info = {"format": "glioseg-run/1", "label_scheme": "brats2017", "normalisation": normalisation,
             "preprocessed": "/somewhere/local", "split": {"fold": 0, "splits_file": "/x/splits.json"},
             "stage_order": ["low", "high"], "stages": {"low": {"epochs_done": 3}}}
     (run / "run.json").write_text(json.dumps(info))
@@ -157,7 +160,7 @@ def _fake_run(tmp_path):
 def test_make_bundle_fp16_and_manifest(tmp_path):
     from safetensors.torch import load_file
 
-    from glioseg.artifacts.bundles import make_bundle
+    from glioseg.artifacts.shipping import make_bundle
 
     out = tmp_path / "bundle"
     manifest = make_bundle(_fake_run(tmp_path), out, {"name": "t", "validation": {"WT": 0.9}})
@@ -174,9 +177,21 @@ def test_make_bundle_fp16_and_manifest(tmp_path):
 
 
 def test_make_bundle_needs_trained_stage(tmp_path):
-    from glioseg.artifacts.bundles import make_bundle
+    from glioseg.artifacts.shipping import make_bundle
 
     run = _fake_run(tmp_path)
     (run / "low" / "model.safetensors").unlink()
-    with pytest.raises(BundleError, match="no stage"):
+    with pytest.raises(BundleError, match=r"no model\.safetensors"):
         make_bundle(run, tmp_path / "b", {})
+
+
+def test_make_bundle_refuses_a_run_inference_would_refuse(tmp_path):
+    from glioseg.artifacts.shipping import make_bundle
+
+    run = _fake_run(tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    info["normalisation"]["margin"] = 7
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(BundleError, match=r"cannot ship: model .*: stage low was trained with preprocessing margin 7"):
+        make_bundle(run, tmp_path / "b", {})
+    assert not (tmp_path / "b").exists()

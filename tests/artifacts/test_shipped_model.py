@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from glioseg.artifacts.bundles import BundleError, default_model_dir, resolve_model, verify_bundle
+from glioseg.artifacts.shipping import MAX_WEIGHTS_BYTES
 
 
 def test_shipped_manifest_matches_weights():
@@ -17,13 +18,13 @@ def test_shipped_manifest_matches_weights():
     assert manifest["label_scheme"] == "brats2017"
     assert any(name.endswith(".safetensors") for name in manifest["files"])
     assert len(manifest["training"]["cases"]) >= 19
-    size = sum((bundle / name).stat().st_size for name in manifest["files"])
-    assert size < 50 * 1024**2
+    weights = sum((bundle / name).stat().st_size for name in manifest["files"] if name.endswith(".safetensors"))
+    assert weights <= MAX_WEIGHTS_BYTES  # 100 MB of weights at most (a five-fold ensemble included)
     assert resolve_model(None) == bundle
 
 
 def test_tampered_shipped_weights_refused(tmp_path):
-    from glioseg.artifacts.rundir import load_run
+    from glioseg.inference.predictor import Predictor
 
     copy = tmp_path / "bundle"
     shutil.copytree(default_model_dir(), copy)
@@ -31,18 +32,20 @@ def test_tampered_shipped_weights_refused(tmp_path):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"sha256 .* does not match the manifest"):
-        load_run(copy)
+    with pytest.raises(BundleError, match=rf"{weights.relative_to(copy)}: sha256 .* does not match the manifest"):
+        Predictor.from_run(copy, device="cpu")  # a single-run bundle or a fold ensemble alike
 
 
 def test_shipped_model_loads_every_stage():
+    from glioseg.artifacts.folds import run_folders
     from glioseg.artifacts.rundir import load_run
 
-    bundle = load_run(default_model_dir())
     manifest = json.loads((default_model_dir() / "manifest.json").read_text())
-    assert set(bundle.stages) == set(manifest["stages"])
-    low = bundle.stages["low"]
-    assert low.config.model.seg_layer_sum and low.model.n_seg == 3  # summed segmentation layers, as trained
+    for folder in run_folders(default_model_dir()):  # the bundle, or each fold of an ensemble bundle
+        bundle = load_run(folder)
+        assert set(bundle.stages) == set(manifest["stages"])
+        low = bundle.stages["low"]
+        assert low.config.model.seg_layer_sum and low.model.n_seg == 3  # summed segmentation layers, as trained
     assert manifest["stages"]["low"]["model"]["seg_layer_sum"] is True
 
 

@@ -1,4 +1,5 @@
-"""Model bundles: the shipped default model, sha256-verified loading, export and safe import.
+"""Model bundles: the shipped default model, sha256-verified loading, export and safe import
+(making a bundle from runs, single or a fold ensemble: :mod:`glioseg.artifacts.shipping`).
 
 A *bundle* is a run directory trimmed to what prediction needs (``config.yaml``, ``run.json``,
 ``<stage>/model.safetensors``) plus ``manifest.json``::
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,8 +27,6 @@ MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "glioseg-bundle/1"
 ALLOWED_SUFFIXES = (".safetensors", ".json", ".yaml", ".yml", ".txt", ".md", ".csv", ".png")
 MAX_BUNDLE_BYTES = 2 * 1024**3
-"""An installed model's folder name: one plain path component."""
-"""What reading a damaged, encrypted or exotic zip member raises (bad CRC, bad stream, unknown method)."""
 
 
 class BundleError(Exception):
@@ -190,73 +188,3 @@ def resolve_model(spec: Path | str | None, models_home: Path | str | None = None
                 raise BundleError(f"model {spec!r}: no such folder, and no installed model of that name in {home}")
             folder = candidate
     return folder
-
-
-def _strip_local_paths(info: dict[str, Any]) -> dict[str, Any]:
-    """run.json without the trainer's machine-local paths (they mean nothing elsewhere)."""
-    info = json.loads(json.dumps(info))
-    info.pop("preprocessed", None)
-    if isinstance(info.get("split"), dict):
-        info["split"].pop("splits_file", None)
-    return info
-
-
-def _copy_weights(src: Path, dst: Path, fp16: bool) -> None:
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
-    from glioseg.utils import atomic_write
-
-    tensors = load_file(str(src))
-    with safe_open(str(src), framework="pt") as fh:
-        metadata = dict(fh.metadata() or {})
-    if fp16:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-        metadata["storage"] = "fp16"
-    atomic_write(dst, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-
-
-def _copy_run(run_dir: Path, out_dir: Path, run_info: dict[str, Any], stages: list[str], fp16: bool) -> None:
-    """Copy what prediction needs from a run: config.yaml, run.json, postprocess.json, best weights."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "config.yaml", out_dir / "config.yaml")
-    (out_dir / "run.json").write_text(json.dumps(run_info, indent=1) + "\n")
-    for name in stages:
-        _copy_weights(run_dir / name / "model.safetensors", out_dir / name / "model.safetensors", fp16)
-    if (run_dir / "postprocess.json").is_file():
-        shutil.copyfile(run_dir / "postprocess.json", out_dir / "postprocess.json")
-
-
-def make_bundle(run_dir: Path | str, out_dir: Path | str, info: dict[str, Any], fp16: bool = True,
-                stages: list[str] | None = None) -> dict[str, Any]:
-    """Turn a run directory into a bundle: config, run.json, postprocess.json, best weights per stage,
-    manifest.
-
-    Args:
-        run_dir: a finished ``glioseg train`` run directory.
-        out_dir: bundle folder to create (must not exist or be empty).
-        info: manifest fields (name, training, validation, ...).
-        fp16: store weights as float16 (halves the size; loaded back into float32 networks).
-        stages: stages to include (default: every stage with ``model.safetensors``).
-
-    Returns:
-        The manifest.
-
-    Raises:
-        BundleError: no trained stage, or the output folder is not empty.
-    """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    for name in ("config.yaml", "run.json"):
-        if not (run_dir / name).is_file():
-            raise BundleError(f"{run_dir}: {name} missing; give a run directory made by `glioseg train`")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise BundleError(f"{out_dir}: exists and is not empty; choose a new folder")
-    run_info = json.loads((run_dir / "run.json").read_text())
-    names = stages or [s for s in run_info.get("stage_order", []) if (run_dir / s / "model.safetensors").is_file()]
-    if not names:
-        raise BundleError(f"{run_dir}: no stage has model.safetensors; train first")
-    run_info = _strip_local_paths(run_info)
-    _copy_run(run_dir, out_dir, run_info, names, fp16)
-    fields = {"label_scheme": run_info.get("label_scheme"), "normalisation": run_info.get("normalisation"),
-              "stages": {n: run_info.get("stages", {}).get(n, {}) for n in names}, **info}
-    return write_manifest(out_dir, fields)
