@@ -84,8 +84,8 @@ def test_cv_refuses_missing_and_unfinished_folds_in_one_line(cv_root, tmp_path):
     line = _one_error_line(invoke("cv", copy, raw, "-o", tmp_path / "out", "--device", "cpu"))
     assert "fold 0:" in line and "unfinished (low 1/3 epochs)" in line and "--allow-unfinished" in line
     shutil.rmtree(copy / "fold_1")
-    line = _one_error_line(invoke("cv", copy, raw, "-o", tmp_path / "out", "--device", "cpu"))
-    assert "fold_1 missing" in line
+    result = invoke("cv", copy, raw, "-o", tmp_path / "out", "--device", "cpu")
+    assert "fold_1 missing" in _one_error_line(result) and "cv predict" not in result.output  # no bar: refused first
     assert not (tmp_path / "out").exists()
 
 
@@ -100,3 +100,28 @@ def test_cv_refuses_a_case_in_no_validation_set_and_bad_options(cv_root, tmp_pat
     assert "--tta" in _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out", "--tta", "sideways"))
     line = _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out2", "--no-predict"))
     assert "cv.json missing" in line
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_cv_on_real_cases_writes_what_glioseg_predict_writes(shared_brats18, tmp_path):
+    """Two folds made of the shipped model (not a real CV: its numbers mean nothing), two real cases."""
+    import glioseg
+
+    shipped = Path(glioseg.__file__).parent / "weights" / "default"
+    data, root = tmp_path / "data", tmp_path / "cv"
+    ids = ["Brats18_2013_11_1", "Brats18_CBICA_AME_1"]
+    data.mkdir()
+    for case_id in ids:
+        (data / case_id).symlink_to(shared_brats18 / case_id)
+    info = json.loads((shipped / "run.json").read_text())
+    for k in range(2):
+        shutil.copytree(shipped, root / f"fold_{k}", ignore=shutil.ignore_patterns("manifest.json"))
+        info["split"] = {"fold": k, "train": [ids[1 - k]], "val": [ids[k]]}
+        (root / f"fold_{k}" / "run.json").write_text(json.dumps(info))
+    result = invoke("cv", root, data, "-o", tmp_path / "oof", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "| 2013 | 1 |" in result.output and "| CBICA | 1 |" in result.output
+    single = invoke("predict", "-i", data / ids[1], "-m", root / "fold_1", "-o", tmp_path / "pred", "--threads", "1")
+    assert single.exit_code == 0, single.output
+    assert (tmp_path / "pred" / f"{ids[1]}.nii.gz").read_bytes() == (tmp_path / "oof" / f"{ids[1]}.nii.gz").read_bytes()

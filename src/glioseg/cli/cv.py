@@ -91,7 +91,7 @@ def _predict(cv_root: Path, data: list[Path], out: Path, allow_unfinished: bool,
     """Predict the cases; exit with one line when the folds or the folder are unusable; the failed IDs."""
     from glioseg.artifacts.bundles import BundleError
     from glioseg.artifacts.weights import TrainError
-    from glioseg.evaluation.crossval import find_dataset_cases, predict_crossval
+    from glioseg.evaluation.crossval import plan_crossval, run_crossval
     from glioseg.evaluation.crossval_folds import CrossValError
     from glioseg.inference.outputs import OutputError
     from glioseg.labels import LabelSchemeError
@@ -99,18 +99,18 @@ def _predict(cv_root: Path, data: list[Path], out: Path, allow_unfinished: bool,
 
     tune_allocator()
     try:
-        total = len(find_dataset_cases(data))
-        with CaseBar("cv predict", total) as bar, writing(out, "-o/--out"):
-            def show(r: FoldOutcome) -> None:
-                o = r.outcome
-                bar.advance(o.case_id, o.status, o.error, f" fold {r.fold} {o.seconds:.1f}s")
-
-            results = predict_crossval(cv_root, data, out, allow_unfinished=allow_unfinished,
-                                       label_scheme=label_scheme, skip_existing=skip_existing, force=force,
-                                       on_result=show, **options)
+        plan = plan_crossval(cv_root, data, out, allow_unfinished=allow_unfinished, label_scheme=label_scheme,
+                             **options)
     except (CrossValError, OutputError, LabelSchemeError, BundleError, TrainError, FileNotFoundError,
             ValueError) as exc:
         fail(str(exc))
+
+    with CaseBar("cv predict", len(plan.cases)) as bar, writing(out, "-o/--out"):
+        def show(r: FoldOutcome) -> None:
+            o = r.outcome
+            bar.advance(o.case_id, o.status, o.error, f" fold {r.fold} {o.seconds:.1f}s")
+
+        results = run_crossval(plan, skip_existing=skip_existing, force=force, on_result=show)
     counts = {s: sum(r.outcome.status == s for r in results) for s in ("done", "skipped", "failed")}
     typer.echo(f"{counts['done']} predicted, {counts['skipped']} skipped, {counts['failed']} failed -> {out}")
     return [r.outcome.case_id for r in results if r.outcome.status == "failed"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ CV_FILE = "cv.json"
 # predictor options that do not change the label maps: not part of what a resumed run must match
 UNRECORDED_OPTIONS = frozenset({"device", "tile_batch", "single_threaded_tiles"})
 
-__all__ = ["CV_FILE", "FoldOutcome", "find_dataset_cases", "fold_manifest", "predict_crossval", "read_record"]
+__all__ = ["CV_FILE", "CrossValPlan", "FoldOutcome", "find_dataset_cases", "fold_manifest", "plan_crossval",
+           "predict_crossval", "read_record", "run_crossval"]
 
 
 @dataclass
@@ -116,70 +117,70 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changed
 
 
-def _write_record(out: Path, record: dict[str, Any]) -> None:
-    """Write ``OUT/cv.json``; an existing one must describe the same cross-validation (resume)."""
+def _check_record(out: Path, record: dict[str, Any]) -> None:
+    """An existing ``OUT/cv.json`` must describe the same cross-validation (resume); CrossValError otherwise."""
     path = out / CV_FILE
     if path.is_file():
         changed = _differences(read_record(out), record)
         if changed:
             raise CrossValError(f"{out}: holds the predictions of another cross-validation ({'; '.join(changed)} "
                                 f"differ from {path}); give a new -o folder, or remove {out} to start over")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=1)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _write_record(out: Path, record: dict[str, Any]) -> None:
+    """Write ``OUT/cv.json`` unless it exists (checked by :func:`_check_record`)."""
+    path = out / CV_FILE
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(record, indent=1)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 # ----------------------------------------------------------------------------- predicting
 
 
 @dataclass
-class _Plan:
-    """Everything checked before anything is written."""
+class CrossValPlan:
+    """A checked cross-validation, ready to predict (:func:`plan_crossval`).
 
+    Attributes:
+        out: the output folder.
+        cases: every case of the dataset folders.
+        runs: the fold runs.
+        assignment: case ID -> fold.
+        output_label_scheme: the scheme of the written label maps (decided once for all cases).
+        label_scheme: the input's scheme, when given.
+        predictors: fold -> its loaded :class:`glioseg.inference.predictor.Predictor`.
+        record: what ``OUT/cv.json`` holds.
+    """
+
+    out: Path
     cases: list[CaseFiles]
     runs: list[FoldRun]
     assignment: dict[str, int]
     output_label_scheme: str
-    predictors: dict[int, Any] = field(default_factory=dict)
+    label_scheme: str | None
+    predictors: dict[int, Any]
+    record: dict[str, Any]
 
 
-def _plan(cv_root: Path, roots: Sequence[Path | str], out: Path, allow_unfinished: bool,
-          label_scheme: str | None, output_label_scheme: str | None) -> _Plan:
-    cases = find_dataset_cases(roots)
-    runs = find_fold_runs(cv_root, allow_unfinished)
-    assignment = assign_cases([c.case_id for c in cases], runs)
-    check_case_ids(cases)
-    check_output_location(out, cases, False)
-    scheme = decide_output_scheme(cases, output_label_scheme, label_scheme)  # once, for every fold's cases
-    return _Plan(cases, runs, assignment, scheme)
-
-
-def predict_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path | str, *,
-                     allow_unfinished: bool = False, label_scheme: str | None = None,
-                     output_label_scheme: str | None = None, skip_existing: bool = True, force: bool = False,
-                     on_result: Callable[[FoldOutcome], object] | None = None,
-                     **predictor_options: Any) -> list[FoldOutcome]:
-    """Predict every case of the dataset folders with the fold model that validated on it.
-
-    Every check (folds, assignment, output folder, label scheme, loading each fold's model, the
-    existing ``cv.json``) happens before anything is written. Then each fold predicts its cases
-    with :func:`glioseg.inference.batch.predict_dataset` (a failing case is recorded and the others
-    go on) into ``OUT``, logging to ``OUT/manifest.fold-<k>.jsonl``.
+def plan_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path | str, *,
+                  allow_unfinished: bool = False, label_scheme: str | None = None,
+                  output_label_scheme: str | None = None, **predictor_options: Any) -> CrossValPlan:
+    """Check everything and load each fold's model; nothing is written.
 
     Args:
         cv_root: folder of ``fold_<k>/`` runs.
         roots: raw dataset folders (NIfTI images; ground truths are not read).
         out: output folder.
         allow_unfinished: accept fold runs still training.
-        label_scheme, output_label_scheme, force: as :func:`predict_dataset`.
-        skip_existing: skip cases whose outputs are complete (resume).
-        on_result: called with each case's :class:`FoldOutcome` (progress).
+        label_scheme, output_label_scheme: as :func:`glioseg.inference.batch.predict_dataset`.
         **predictor_options: options of :class:`glioseg.inference.predictor.Predictor` (device,
-            precision, tta, cascade, ...); they must be JSON-able (recorded in ``cv.json``).
+            precision, tta, cascade, ...); JSON-able: those that change the label maps are
+            recorded in ``cv.json``.
 
     Returns:
-        One outcome per case, fold by fold.
+        The plan for :func:`run_crossval`.
 
     Raises:
         CrossValError: see :func:`find_fold_runs`, :func:`assign_cases`, :func:`find_dataset_cases`,
@@ -191,12 +192,37 @@ def predict_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path
     from glioseg.inference.predictor import Predictor
 
     cv_root, out = Path(cv_root), Path(out)
+    cases = find_dataset_cases(roots)
+    runs = find_fold_runs(cv_root, allow_unfinished)
+    assignment = assign_cases([c.case_id for c in cases], runs)
+    check_case_ids(cases)
+    check_output_location(out, cases, False)
+    scheme = decide_output_scheme(cases, output_label_scheme, label_scheme)  # once, for every fold's cases
+    recorded = {k: v for k, v in sorted(predictor_options.items()) if k not in UNRECORDED_OPTIONS}
+    record = _record(cv_root, runs, assignment, {**recorded, "output_label_scheme": scheme})
+    _check_record(out, record)
+    predictors = {r.fold: Predictor.from_run(r.run_dir, **predictor_options) for r in runs}
+    return CrossValPlan(out, cases, runs, assignment, scheme, label_scheme, predictors, record)
+
+
+def run_crossval(plan: CrossValPlan, *, skip_existing: bool = True, force: bool = False,
+                 on_result: Callable[[FoldOutcome], object] | None = None) -> list[FoldOutcome]:
+    """Write ``cv.json``, then let each fold predict its cases into ``OUT``.
+
+    Each fold runs :func:`glioseg.inference.batch.predict_dataset` on its cases (a failing case
+    is recorded and the others go on), logging to ``OUT/manifest.fold-<k>.jsonl``.
+
+    Args:
+        plan: from :func:`plan_crossval`.
+        skip_existing: skip cases whose outputs are complete (resume).
+        force: as :func:`predict_dataset`.
+        on_result: called with each case's :class:`FoldOutcome` (progress).
+
+    Returns:
+        One outcome per case, fold by fold.
+    """
     started = time.time()  # cases another process finishes after this are not redone
-    plan = _plan(cv_root, roots, out, allow_unfinished, label_scheme, output_label_scheme)
-    plan.predictors = {r.fold: Predictor.from_run(r.run_dir, **predictor_options) for r in plan.runs}
-    _write_record(out, _record(cv_root, plan.runs, plan.assignment,
-                               {**{k: v for k, v in sorted(predictor_options.items()) if k not in UNRECORDED_OPTIONS},
-                                "output_label_scheme": plan.output_label_scheme}))
+    _write_record(plan.out, plan.record)
     results: list[FoldOutcome] = []
     for run in plan.runs:
         cases = [c for c in plan.cases if plan.assignment[c.case_id] == run.fold]
@@ -206,7 +232,22 @@ def predict_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path
             if on_result is not None:
                 on_result(results[-1])
 
-        predict_dataset(plan.predictors[run.fold], cases, out, label_scheme=label_scheme,
+        predict_dataset(plan.predictors[run.fold], cases, plan.out, label_scheme=plan.label_scheme,
                         output_label_scheme=plan.output_label_scheme, skip_existing=skip_existing,
-                        manifest=fold_manifest(out, run.fold), on_result=report, force=force, started=started)
+                        manifest=fold_manifest(plan.out, run.fold), on_result=report, force=force, started=started)
     return results
+
+
+def predict_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path | str, *,
+                     allow_unfinished: bool = False, label_scheme: str | None = None,
+                     output_label_scheme: str | None = None, skip_existing: bool = True, force: bool = False,
+                     on_result: Callable[[FoldOutcome], object] | None = None,
+                     **predictor_options: Any) -> list[FoldOutcome]:
+    """Predict every case of the dataset folders with the fold model that validated on it:
+    :func:`plan_crossval` (every check before anything is written), then :func:`run_crossval`.
+
+    Arguments and errors are theirs.
+    """
+    plan = plan_crossval(cv_root, roots, out, allow_unfinished=allow_unfinished, label_scheme=label_scheme,
+                         output_label_scheme=output_label_scheme, **predictor_options)
+    return run_crossval(plan, skip_existing=skip_existing, force=force, on_result=on_result)
