@@ -102,6 +102,29 @@ def test_cv_refuses_a_case_in_no_validation_set_and_bad_options(cv_root, tmp_pat
     assert "cv.json missing" in line
 
 
+def test_cv_table_script_predicts_and_reports_both_shared_folders(cv_root, tmp_path):
+    import subprocess
+    import sys
+
+    root, raw = cv_root
+    shared = tmp_path / "shared"
+    cases = sorted(p.name for p in raw.iterdir())
+    for folder, ids in (("brats18", cases[:3]), ("brats18_extra", cases[3:])):
+        (shared / folder).mkdir(parents=True)
+        for case_id in ids:
+            (shared / folder / case_id).symlink_to(raw / case_id)
+    (shared / "meta").mkdir()
+    (shared / "meta" / "brats2018_grade.csv").write_text(f"BraTS18ID,Grade\n{cases[0]},LGG\n")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "cv_table.sh"
+    env = {"PATH": "/usr/bin:/bin", "BIN": str(Path(sys.executable).parent), "SHARED": str(shared)}
+    done = subprocess.run(["bash", str(script), str(root), str(tmp_path / "oof"), "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| LGG | 1 |" in done.stdout and "| unknown | 3 |" in done.stdout
+    assert sorted(json.loads((tmp_path / "oof" / "cv.json").read_text())["cases"]) == cases
+    assert (tmp_path / "oof" / "report" / "cv_table.md").is_file()
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_cv_on_real_cases_writes_what_glioseg_predict_writes(shared_brats18, tmp_path):
