@@ -141,7 +141,7 @@ def test_gif_frames_have_titles_legend_slice_numbers(tmp_path, convention):
     assert result.exit_code == 0, result.output
     frames = _gif_frames(tmp_path / "case.gif")
     height, width = frames[0].shape[:2]
-    panel_w = (width - 4) // 2  # two panels, 4 px apart
+    panel_w = (width - figures.GIF_GAP_PX) // 2  # two panels
     panel_h = panel_w * 40 // 30  # axial panel of the AIL case: rows y (40 voxels), columns x (30)
     assert len(frames) >= 8 and panel_w >= figures.MIN_PANEL_PX and height - panel_h >= 60
     band = (height - panel_h) // 2  # header (title, panel titles) and footer (slice, legend) are equally high

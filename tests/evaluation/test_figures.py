@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 from glioseg.cli import app
 from glioseg.data.layouts import find_cases
 from glioseg.evaluation.figures import (
+    GIF_GAP_PX,
     LABEL_COLOURS,
     case_figure,
     largest_cross_section,
@@ -78,7 +79,7 @@ def test_case_figure_and_sweep(tmp_path):
     assert len(case_figure(flair, t1ce, _labels()).axes) == 6  # no prediction: two columns
     frames = sweep_frames(flair, _labels(), _labels(), axis=2, margin=1, scale=10)
     assert len(frames) == 8 and frames[0].dtype == np.uint8  # slices 2..9: the tumour (3..8) and one each side
-    assert frames[0].shape[1] == 2 * 200 + 4 and frames[0].shape[0] > 160 + 40  # panels + header and footer
+    assert frames[0].shape[1] == 2 * 200 + GIF_GAP_PX and frames[0].shape[0] > 160 + 40  # panels + header and footer
     auto = sweep_frames(flair, _labels(), None, axis=0, margin=0)  # sagittal, one panel, auto scale
     assert len(auto) == 8 and auto[0].shape[1] == 16 * 13  # x 5..12; 16 columns (y) x 13 >= 200 px
     assert len(sweep_frames(flair, None)) == 12  # no labels: every slice, still a legend

@@ -28,9 +28,8 @@ from glioseg.utils import atomic_write, bounding_box
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-LABEL_COLOURS: dict[int, tuple[float, float, float]] = {
-    NCR: (1.0, 0.0, 0.0), ED: (0.0, 0.8, 0.0), ET: (1.0, 0.9, 0.0), RC: (0.2, 0.4, 1.0),
-}
+LABEL_COLOURS: dict[int, tuple[float, float, float]] = {NCR: (1.0, 0.0, 0.0), ED: (0.0, 0.8, 0.0),
+                                                         ET: (1.0, 0.9, 0.0), RC: (0.2, 0.4, 1.0)}
 LABEL_NAMES: dict[int, str] = {NCR: "necrotic core (NCR)", ED: "edema (ED)", ET: "enhancing (ET)",
                                RC: "resection cavity (RC)"}
 SHORT_NAMES: dict[int, str] = {NCR: "NCR", ED: "ED", ET: "ET", RC: "RC"}
@@ -247,7 +246,7 @@ def case_figure(flair: np.ndarray, t1ce: np.ndarray, gt: np.ndarray | None, pred
              color="#bbbbbb", fontsize=8, gid="convention")
     if title:
         fig.suptitle(title, color="white", fontsize=12)
-    fig.subplots_adjust(left=0.05, right=0.99, top=0.93 if title else 0.96, bottom=0.085, wspace=0.03, hspace=0.06)
+    fig.subplots_adjust(left=0.05, right=0.99, top=0.93 if title else 0.96, bottom=0.085, wspace=0.1, hspace=0.06)
     return fig
 
 
@@ -299,6 +298,7 @@ def thumbnail_figure(flair: np.ndarray, gt: np.ndarray, pred: np.ndarray | None,
 # ----------------------------------------------------------------------------- GIF sweep
 
 MIN_PANEL_PX = 200  # frames are upscaled until each panel is at least this wide: room for the text
+GIF_GAP_PX = 16  # between panels: one panel's "L" is not read as the next one's "R"
 
 
 def sweep_frames(flair: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None = None, axis: int = 2,
@@ -353,7 +353,7 @@ def _frame(panels: Sequence[np.ndarray], names: Sequence[str], title: str, foote
     """One GIF frame: float RGB ``(H, W, 3)`` panels side by side with their text, as uint8 RGB."""
     from PIL import Image, ImageDraw, ImageFont
 
-    h, w, gap = panels[0].shape[0] * scale, panels[0].shape[1] * scale, 4
+    h, w, gap = panels[0].shape[0] * scale, panels[0].shape[1] * scale, GIF_GAP_PX
     size = max(10, min(16, w // 16))
     font, line = ImageFont.load_default(size=size), size + 6
     top = line * (2 if title else 1)

@@ -201,10 +201,11 @@ def _inline(value: object, nested: bool = False) -> str:
 
 
 def _provenance_cell(value: object) -> str:
-    """HTML of one provenance value: a dict gets one line per key."""
-    if isinstance(value, dict) and value:
-        return "<br>".join(html.escape(f"{key}: {_inline(item)}") for key, item in value.items())
-    return html.escape(_inline(value))
+    """HTML of one provenance value: a dict gets one line per key, folded (click to open) past six."""
+    if not isinstance(value, dict) or not value:
+        return html.escape(_inline(value))
+    lines = "<br>".join(html.escape(f"{key}: {_inline(item)}") for key, item in value.items())
+    return lines if len(value) <= 6 else f"<details><summary>{len(value)} fields</summary>{lines}</details>"
 
 
 PROVENANCE_TITLES: dict[str, str] = {"protocol": "protocol", "protocol_parameters": "protocol parameters",
