@@ -161,8 +161,9 @@ def _tiny_run(run_dir: Path) -> Path:
                         model=ModelConfig(base_filters=4, depth=3))
     run_dir.mkdir(parents=True)
     save_config(TrainConfig(preset="test", stages=(stage,)), run_dir / "config.yaml")
+    normalisation = {"version": 1, "target_spacing": 1.0, "percentiles": [0.5, 99.5], "margin": 2}
     (run_dir / "run.json").write_text(json.dumps({"format": "glioseg-run/1", "label_scheme": "brats2017",
-                                                  "stages": {"main": {}}}))
+                                                  "normalisation": normalisation, "stages": {"main": {}}}))
     torch.manual_seed(0)
     save_weights(build_stage_model(stage), run_dir / "main" / "model.safetensors", {"stage": "main"})
     return run_dir
