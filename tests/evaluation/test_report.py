@@ -79,6 +79,20 @@ def test_no_thumbnails_says_so(evaluated, tmp_path):
     assert len(_pngs(html)) == 1  # the box plots only
 
 
+def test_evaluate_cli_no_thumbnails(evaluated, tmp_path):
+    from typer.testing import CliRunner
+
+    from glioseg.cli import app
+
+    result, _ = evaluated
+    out = tmp_path / "cli_report"
+    run = CliRunner().invoke(app, ["evaluate", "--pred", str(result.pred_dir), "--gt", str(result.gt_root),
+                                   "-o", str(out), "--no-thumbnails"])
+    assert run.exit_code == 1 and "1 missing predictions" in run.output  # the third case has no prediction
+    html = (out / "report.html").read_text()
+    assert "No scored case" not in html and "No scored case" not in run.output and "not drawn" in html
+
+
 def test_unreadable_flair_is_not_called_no_scored_case(evaluated, tmp_path):
     result, _ = evaluated
     for files in result.gt_files.values():
