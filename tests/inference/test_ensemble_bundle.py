@@ -188,3 +188,14 @@ def test_ship_model_script_ships_the_fold_ensemble(cv_root, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "not exactly the folds' (disjoint) validation cases" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_ensemble_bundle_export_import_round_trip(ensemble_bundle, tmp_path, synthetic_dataset):
+    from glioseg.artifacts.install import export_model, import_model
+
+    installed = import_model(export_model(ensemble_bundle, tmp_path / "ens.zip"), tmp_path / "home")
+    assert installed == tmp_path / "home" / "ens"
+    case = read_case(find_cases(synthetic_dataset)[0])
+    a = Predictor.from_run(installed, device="cpu", precision="fp32").predict_case(case, True)
+    b = Predictor.from_run(ensemble_bundle, device="cpu", precision="fp32").predict_case(case, True)
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
