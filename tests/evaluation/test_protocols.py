@@ -132,6 +132,8 @@ def test_brats2025_summary_drops_empty_cases_and_keeps_inf():
     assert summary["ET"]["dice"]["n"] == 0  # no ET anywhere: both cases dropped
     assert summary["TC"]["dice"]["n"] == 2 and summary["TC"]["dice"]["mean"] == 0.5
     assert math.isinf(summary["TC"]["lesion_hd95"]["mean"])  # as pandas' mean in brats-evaluation
+    assert math.isinf(summary["TC"]["lesion_hd95"]["median"])  # pandas' median of [0, inf]; numpy's is NaN
+    assert summary["TC"]["lesion_hd95"]["min"] == 0.0 and math.isnan(summary["TC"]["lesion_hd95"]["std"])
     assert summary["TC"]["lesion_f1"]["mean"] == 0.5
     assert "lesion_f1_TC" in cases[0].to_row() and "lesion_f1_TC" not in compute_brats_metrics(
         gt, gt, protocol="brats2023").to_row()

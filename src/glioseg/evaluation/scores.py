@@ -197,11 +197,21 @@ def describe(values: Iterable[float]) -> dict[str, float]:
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
     if arr.size == 0:
         return {"n": 0, **{k: math.nan for k in ("mean", "std", "median", "q1", "q3", "min", "max")}}
-    with np.errstate(invalid="ignore"):  # statistics of values holding inf may be NaN
-        q1, median, q3 = np.percentile(arr, [25, 50, 75])
+    q1, median, q3 = (_quantile(np.sort(arr), q) for q in (0.25, 0.5, 0.75))
+    with np.errstate(invalid="ignore"):  # the std of values holding inf is NaN, as in pandas
         std = float(arr.std())
     return {"n": int(arr.size), "mean": float(arr.mean()), "std": std, "median": float(median),
             "q1": float(q1), "q3": float(q3), "min": float(arr.min()), "max": float(arr.max())}
+
+
+def _quantile(ordered: np.ndarray, q: float) -> float:
+    """Linear-interpolation quantile of sorted values (numpy's default) that keeps ``inf`` where
+    pandas does (numpy's interpolation turns ``inf - inf`` into NaN)."""
+    pos = q * (ordered.size - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    if lo == hi or ordered[lo] == ordered[hi]:
+        return float(ordered[lo])
+    return float(ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]))
 
 
 def summarize(cases: Sequence[CaseScores]) -> dict[str, dict[str, dict[str, float]]]:
