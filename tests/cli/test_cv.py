@@ -61,6 +61,8 @@ def test_cv_predicts_out_of_fold_and_prints_the_table(cv_root, tmp_path):
     assert {r["institution"] for r in rows} == {"other"}  # Brats18_SYN_... names no institution
     again = invoke("cv", root, raw, "-o", out, "--device", "cpu", "--precision", "fp32")
     assert again.exit_code == 0 and "0 predicted, 4 skipped" in again.output
+    partial = invoke("cv", root, raw, "-o", tmp_path / "fold1", "--folds", "1", "--device", "cpu")
+    assert partial.exit_code == 0 and "2 predicted" in partial.output and "only folds 1" in partial.output
     only = invoke("cv", root, raw, "-o", out, "--no-predict", "--report", tmp_path / "r2")
     assert only.exit_code == 0 and (tmp_path / "r2" / "cv_table.md").read_text() == (
         out / "report" / "cv_table.md").read_text()
@@ -98,6 +100,7 @@ def test_cv_refuses_a_case_in_no_validation_set_and_bad_options(cv_root, tmp_pat
     line = _one_error_line(invoke("cv", root, data, "-o", tmp_path / "out", "--device", "cpu"))
     assert "case Brats18_SYN_004_1 is in no fold's validation set" in line
     assert "--tta" in _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out", "--tta", "sideways"))
+    assert "--folds '0,0'" in _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out", "--folds", "0,0"))
     line = _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out2", "--no-predict"))
     assert "cv.json missing" in line
 

@@ -338,3 +338,24 @@ def test_report_scores_a_missing_prediction_as_zero_and_refuses_other_datasets(c
     assert build_table(scores.rows)["failed"] == [IDS[2]]
     with pytest.raises(CrossValError, match=rf"case {IDS[3]} .* has no ground truth in the dataset folders"):
         score_crossval(out, roots[:1])
+
+
+def test_some_folds_give_a_partial_table_of_their_cases(cv_setup, tmp_path):
+    cv = copy_cv(cv_setup[0], tmp_path)
+    roots = cv_setup[1]
+    shutil.rmtree(cv / "fold_0")  # not trained yet: fold 1 alone can be scored
+    one = sorted(c for c, f in val_fold(cv_setup[0]).items() if f == 1)
+    out = tmp_path / "out"
+    results = predict_crossval(cv, roots, out, folds=[1], **OPTIONS)
+    assert sorted(r.outcome.case_id for r in results) == one and {r.fold for r in results} == {1}
+    record = read_record(out)
+    assert record["partial"] and record["dataset_cases"] == len(IDS) and sorted(record["cases"]) == one
+    scores = score_crossval(out, roots)
+    assert sorted(r.case_id for r in scores.rows) == one and all(r.status == "ok" for r in scores.rows)
+    table = build_table(scores.rows, dataset_cases=record["dataset_cases"])
+    assert table["partial"] and table["n_cases"] == len(one)
+    assert f"{len(one)} of {len(IDS)} cases (a partial table: only folds 1)" in render_markdown(table)
+    with pytest.raises(CrossValError, match=r"fold_0 missing"):
+        find_fold_runs(cv)
+    with pytest.raises(CrossValError, match=r"fold 2 asked for, but the splits have folds 0\.\.1"):
+        find_fold_runs(cv, folds=[2])

@@ -34,6 +34,8 @@ def cv(
     redo: bool = typer.Option(False, "--redo", help="Predict again cases whose outputs are complete."),
     allow_unfinished: bool = typer.Option(False, "--allow-unfinished", help="Use fold runs still training "
                                           "(their best weights so far)."),
+    folds: str | None = typer.Option(None, "--folds", help="Only these folds and their validation cases, "
+                                     "e.g. 0,1: a partial table \\[all]."),
     tta: str = typer.Option("none", "--tta", help="Mirroring test-time augmentation: none, all (8 flips) or N."),
     cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="Low-res whole brain, high-res tumour box."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -53,10 +55,11 @@ def cv(
     check_output_dir(out, "-o/--out")
     report_dir = report if report is not None else out / "report"
     check_output_dir(report_dir, "--report")
+    fold_list = _parse_folds(folds)
     failed: list[str] = []
     if predict:
         _set_threads(threads)
-        failed = _predict(cv_root, data, out, allow_unfinished, label_scheme, force, not redo,
+        failed = _predict(cv_root, data, out, allow_unfinished, fold_list, label_scheme, force, not redo,
                           {"tta": tta, "cascade": cascade, "device": device, "precision": precision})
     elif not (out / CV_FILE).is_file():
         fail(f"-o/--out: {out / CV_FILE} missing: nothing predicted there yet; run without --no-predict")
@@ -64,6 +67,16 @@ def cv(
     if failed:
         fail(f"{len(failed)} case(s) could not be predicted (scored Dice 0): {', '.join(failed)}; see "
              f"{out}/manifest.fold-<k>.jsonl")
+
+
+def _parse_folds(text: str | None) -> list[int] | None:
+    """``--folds 0,1`` -> [0, 1] (None: every fold); exit naming the flag when malformed."""
+    if not text:
+        return None
+    items = [f for f in text.replace(" ", "").split(",") if f]
+    if not items or not all(f.isdigit() for f in items) or len(set(items)) != len(items):
+        fail(f"--folds {text!r}: give distinct fold numbers (0, 1, ...) separated by commas, e.g. --folds 0,1")
+    return [int(f) for f in items]
 
 
 def _check_options(tta: str, precision: str) -> None:
@@ -86,8 +99,8 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _predict(cv_root: Path, data: list[Path], out: Path, allow_unfinished: bool, label_scheme: str | None,
-             force: bool, skip_existing: bool, options: dict[str, Any]) -> list[str]:
+def _predict(cv_root: Path, data: list[Path], out: Path, allow_unfinished: bool, folds: list[int] | None,
+             label_scheme: str | None, force: bool, skip_existing: bool, options: dict[str, Any]) -> list[str]:
     """Predict the cases; exit with one line when the folds or the folder are unusable; the failed IDs."""
     from glioseg.artifacts.bundles import BundleError
     from glioseg.artifacts.weights import TrainError
@@ -99,8 +112,8 @@ def _predict(cv_root: Path, data: list[Path], out: Path, allow_unfinished: bool,
 
     tune_allocator()
     try:
-        plan = plan_crossval(cv_root, data, out, allow_unfinished=allow_unfinished, label_scheme=label_scheme,
-                             **options)
+        plan = plan_crossval(cv_root, data, out, allow_unfinished=allow_unfinished, folds=folds,
+                             label_scheme=label_scheme, **options)
     except (CrossValError, OutputError, LabelSchemeError, BundleError, TrainError, FileNotFoundError,
             ValueError) as exc:
         fail(str(exc))
@@ -129,7 +142,8 @@ def _report(out: Path, data: list[Path], grades: Path | None, label_scheme: str 
         scores = score_crossval(out, data, grades, label_scheme, workers)
     except (CrossValError, DatasetError, FileNotFoundError, LabelSchemeError, ValueError) as exc:
         fail(str(exc))
-    table = build_table(scores.rows, with_grades=grades is not None)
+    table = build_table(scores.rows, with_grades=grades is not None,
+                        dataset_cases=int(scores.record.get("dataset_cases", len(scores.rows))))
     with writing(report_dir, "--report"):
         write_report(scores.evaluation, report_dir, thumbnails=False)
         paths = write_table(scores, table, report_dir)

@@ -78,12 +78,13 @@ def find_dataset_cases(roots: Sequence[Path | str]) -> list[CaseFiles]:
 # ----------------------------------------------------------------------------- the record
 
 
-def _record(cv_root: Path, runs: Sequence[FoldRun], assignment: dict[str, int],
-            options: dict[str, Any]) -> dict[str, Any]:
+def _record(cv_root: Path, runs: Sequence[FoldRun], assignment: dict[str, int], options: dict[str, Any],
+            dataset_cases: int) -> dict[str, Any]:
     folds = [{"fold": r.fold, "run_dir": str(r.run_dir.resolve()), "weights": r.weights,
               "unfinished": list(r.unfinished), "val": sorted(r.val)} for r in runs]
     return {"format": CV_FORMAT, "cv_root": str(cv_root.resolve()), "folds": folds,
-            "cases": dict(sorted(assignment.items())), "options": options}
+            "cases": dict(sorted(assignment.items())), "options": options,
+            "dataset_cases": dataset_cases, "partial": len(assignment) < dataset_cases}
 
 
 def read_record(out: Path | str) -> dict[str, Any]:
@@ -165,7 +166,7 @@ class CrossValPlan:
 
 
 def plan_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path | str, *,
-                  allow_unfinished: bool = False, label_scheme: str | None = None,
+                  allow_unfinished: bool = False, folds: Sequence[int] | None = None, label_scheme: str | None = None,
                   output_label_scheme: str | None = None, **predictor_options: Any) -> CrossValPlan:
     """Check everything and load each fold's model; nothing is written.
 
@@ -174,6 +175,8 @@ def plan_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path | 
         roots: raw dataset folders (NIfTI images; ground truths are not read).
         out: output folder.
         allow_unfinished: accept fold runs still training.
+        folds: only these folds and the cases they validated on (a partial table, recorded as
+            such in ``cv.json``); every fold and every case when None.
         label_scheme, output_label_scheme: as :func:`glioseg.inference.batch.predict_dataset`.
         **predictor_options: options of :class:`glioseg.inference.predictor.Predictor` (device,
             precision, tta, cascade, ...); JSON-able: those that change the label maps are
@@ -192,14 +195,16 @@ def plan_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path | 
     from glioseg.inference.predictor import Predictor
 
     cv_root, out = Path(cv_root), Path(out)
-    cases = find_dataset_cases(roots)
-    runs = find_fold_runs(cv_root, allow_unfinished)
+    every_case = find_dataset_cases(roots)
+    runs = find_fold_runs(cv_root, allow_unfinished, folds)
+    held_out = {c for r in runs for c in r.val}
+    cases = every_case if folds is None else [c for c in every_case if c.case_id in held_out]
     assignment = assign_cases([c.case_id for c in cases], runs)
     check_case_ids(cases)
     check_output_location(out, cases, False)
     scheme = decide_output_scheme(cases, output_label_scheme, label_scheme)  # once, for every fold's cases
     recorded = {k: v for k, v in sorted(predictor_options.items()) if k not in UNRECORDED_OPTIONS}
-    record = _record(cv_root, runs, assignment, {**recorded, "output_label_scheme": scheme})
+    record = _record(cv_root, runs, assignment, {**recorded, "output_label_scheme": scheme}, len(every_case))
     _check_record(out, record)
     predictors = {r.fold: Predictor.from_run(r.run_dir, **predictor_options) for r in runs}
     return CrossValPlan(out, cases, runs, assignment, scheme, label_scheme, predictors, record)
@@ -239,7 +244,8 @@ def run_crossval(plan: CrossValPlan, *, skip_existing: bool = True, force: bool 
 
 
 def predict_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path | str, *,
-                     allow_unfinished: bool = False, label_scheme: str | None = None,
+                     allow_unfinished: bool = False, folds: Sequence[int] | None = None,
+                     label_scheme: str | None = None,
                      output_label_scheme: str | None = None, skip_existing: bool = True, force: bool = False,
                      on_result: Callable[[FoldOutcome], object] | None = None,
                      **predictor_options: Any) -> list[FoldOutcome]:
@@ -248,6 +254,6 @@ def predict_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path
 
     Arguments and errors are theirs.
     """
-    plan = plan_crossval(cv_root, roots, out, allow_unfinished=allow_unfinished, label_scheme=label_scheme,
-                         output_label_scheme=output_label_scheme, **predictor_options)
+    plan = plan_crossval(cv_root, roots, out, allow_unfinished=allow_unfinished, folds=folds,
+                         label_scheme=label_scheme, output_label_scheme=output_label_scheme, **predictor_options)
     return run_crossval(plan, skip_existing=skip_existing, force=force, on_result=on_result)

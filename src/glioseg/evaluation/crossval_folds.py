@@ -76,15 +76,17 @@ def _expected_folds(root: Path, dirs: dict[int, Path]) -> int:
     return next(iter(counts.values()), max(dirs) + 1)
 
 
-def find_fold_runs(cv_root: Path | str, allow_unfinished: bool = False) -> list[FoldRun]:
-    """Every fold run of a cross-validation root, in fold order.
+def find_fold_runs(cv_root: Path | str, allow_unfinished: bool = False,
+                   folds: Sequence[int] | None = None) -> list[FoldRun]:
+    """Every fold run of a cross-validation root (or the ``folds`` asked for), in fold order.
 
     Args:
         cv_root: folder with ``fold_0 .. fold_<K-1>`` run directories.
         allow_unfinished: accept runs whose stages are still training (their best weights so far).
+        folds: only these fold numbers (the others need not exist yet); all ``0 .. K-1`` when None.
 
     Returns:
-        One :class:`FoldRun` per fold ``0 .. K-1``.
+        One :class:`FoldRun` per fold.
 
     Raises:
         CrossValError: no fold folders, a missing or extra fold, a fold without a finished run
@@ -98,7 +100,12 @@ def find_fold_runs(cv_root: Path | str, allow_unfinished: bool = False) -> list[
         raise CrossValError(f"{root}: no fold_<k>/ run folders; train them with "
                             f"`glioseg train PREPROCESSED {root} --all-folds`")
     k = _expected_folds(root, dirs)
-    missing = [f for f in range(k) if f not in dirs]
+    wanted = list(range(k)) if folds is None else sorted(set(folds))
+    outside = [f for f in wanted if not 0 <= f < k]
+    if outside or not wanted:
+        raise CrossValError(f"{root}: fold {outside[0] if outside else '(none)'} asked for, but the splits have "
+                            f"folds 0..{k - 1}; give fold numbers among them")
+    missing = [f for f in wanted if f not in dirs]
     if missing:
         raise CrossValError(f"{root}: fold_{missing[0]} missing (the splits have {k} folds, found "
                             f"{sorted(dirs)}); train it with `glioseg train PREPROCESSED {root / f'fold_{missing[0]}'} "
@@ -106,7 +113,7 @@ def find_fold_runs(cv_root: Path | str, allow_unfinished: bool = False) -> list[
     extra = [f for f in sorted(dirs) if f >= k]
     if extra:
         raise CrossValError(f"{root}: fold_{extra[0]} is beyond the {k} folds of the splits; move it out of {root}")
-    runs = [_read_fold(f, dirs[f], allow_unfinished) for f in range(k)]
+    runs = [_read_fold(f, dirs[f], allow_unfinished) for f in wanted]
     _check_same_stages(runs)
     return runs
 
@@ -218,6 +225,7 @@ def _check_coverage(case_ids: list[str], owners: dict[str, list[int]], runs: Seq
     absent = sorted(set(owners) - set(case_ids))
     if absent:
         fold = owners[absent[0]][0]
-        raise CrossValError(f"case {absent[0]}: fold {fold} validated on it ({runs[fold].run_dir / 'run.json'}) "
+        run_json = next(r.run_dir for r in runs if r.fold == fold) / "run.json"
+        raise CrossValError(f"case {absent[0]}: fold {fold} validated on it ({run_json}) "
                             f"but no dataset folder holds it ({len(absent)} such case(s)); give every dataset "
                             "folder the folds were trained on")

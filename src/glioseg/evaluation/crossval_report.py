@@ -86,14 +86,16 @@ class CrossValScores:
 # ----------------------------------------------------------------------------- scoring
 
 
-def _merge(results: Sequence[EvaluationResult]) -> EvaluationResult:
-    """One evaluation over several dataset folders scored against the same prediction folder."""
-    cases: list[CaseScores] = sorted((c for r in results for c in r.cases), key=lambda c: c.case_id)
+def _merge(results: Sequence[EvaluationResult], keep: set[str] | None = None) -> EvaluationResult:
+    """One evaluation over several dataset folders scored against the same prediction folder
+    (only the cases in ``keep``, when given)."""
+    cases: list[CaseScores] = sorted((c for r in results for c in r.cases if keep is None or c.case_id in keep),
+                                     key=lambda c: c.case_id)
     unmatched = set(results[0].unmatched_predictions).intersection(*(r.unmatched_predictions for r in results))
     roots = [str(r.gt_root) for r in results]
     return replace(results[0], cases=cases, summary=summarize(cases),
-                   missing=sorted(m for r in results for m in r.missing),
-                   errors={k: v for r in results for k, v in r.errors.items()},
+                   missing=sorted(c.case_id for c in cases if c.status == "missing"),
+                   errors={c.case_id: c.message for c in cases if c.status == "error"},
                    unmatched_predictions=sorted(unmatched),
                    no_ground_truth=sorted(n for r in results for n in r.no_ground_truth),
                    gt_root=Path(roots[0] if len(roots) == 1 else os.path.commonpath(roots)),
@@ -162,9 +164,10 @@ def _read_grades(path: Path | str | None) -> dict[str, str]:
 
 
 def _check_cases(record: dict[str, Any], result: EvaluationResult, out: Path) -> None:
-    """The dataset's cases with ground truths must be the cross-validation's cases."""
+    """The dataset's cases with ground truths must be the cross-validation's cases (a partial one's:
+    among them)."""
     scored, predicted = {c.case_id for c in result.cases}, set(record["cases"])
-    if scored - predicted:
+    if scored - predicted and not record.get("partial"):
         extra = sorted(scored - predicted)
         raise CrossValError(f"case {extra[0]} ({len(extra)} such case(s)) is in the dataset folders but not in "
                             f"{out / 'cv.json'}; give the dataset folders `glioseg cv` predicted")
@@ -199,8 +202,9 @@ def score_crossval(out: Path | str, roots: Sequence[Path | str], grades: Path | 
     grade_of = _read_grades(grades)
     if not roots:
         raise CrossValError("no dataset folder given; give the raw dataset folder(s) with the ground truths")
-    result = _merge([evaluate_folder(out, root, label_scheme, None, False, workers, on_case) for root in roots])
-    _check_cases(record, result, out)
+    results = [evaluate_folder(out, root, label_scheme, None, False, workers, on_case) for root in roots]
+    _check_cases(record, _merge(results), out)
+    result = _merge(results, set(record["cases"]) if record.get("partial") else None)
     assignment = {str(k): int(v) for k, v in record["cases"].items()}
     check_provenance(out, assignment, result.pred_paths)
     rows = [CaseRow(c.case_id, assignment[c.case_id], institution_group(c.case_id),
@@ -227,18 +231,20 @@ def _group_row(section: str, group: str, rows: Sequence[CaseRow]) -> dict[str, A
             "n_wt_below": sum(row.dice["WT"] < LOW_WT_DICE for row in rows)}
 
 
-def build_table(rows: Sequence[CaseRow], with_grades: bool = False) -> dict[str, Any]:
+def build_table(rows: Sequence[CaseRow], with_grades: bool = False, dataset_cases: int | None = None) -> dict[str, Any]:
     """The out-of-fold table of the cases' Dice.
 
     Args:
         rows: one per case (:func:`score_crossval`).
         with_grades: add the rows per grade.
+        dataset_cases: the number of cases in the dataset folders, when the rows may cover only
+            some folds' cases (``--folds``); the table then says it is partial.
 
     Returns:
         ``{"n_cases", "rows": [{"section", "group", "n", "regions": {region: {n, mean, sd, median,
         min}}, "n_wt_below"}], "low_wt": [{"case_id", "fold", "WT"}], "failed": [case IDs],
-        "threshold"}``; sections ``all``, ``fold``, ``institution`` (2013, CBICA, TCIA always;
-        other when present) and ``grade``.
+        "threshold", "dataset_cases", "partial"}``; sections ``all``, ``fold``, ``institution``
+        (2013, CBICA, TCIA always; other when present) and ``grade``.
     """
     table_rows = [_group_row("all", "all", rows)]
     table_rows += [_group_row("fold", str(k), [r for r in rows if r.fold == k]) for k in sorted({r.fold for r in rows})]
@@ -249,7 +255,9 @@ def build_table(rows: Sequence[CaseRow], with_grades: bool = False) -> dict[str,
         grades = sorted({r.grade for r in rows}, key=lambda g: (g == UNKNOWN_GRADE, g))
         table_rows += [_group_row("grade", g, [r for r in rows if r.grade == g]) for g in grades]
     low = sorted((r for r in rows if r.dice["WT"] < LOW_WT_DICE), key=lambda r: (r.dice["WT"], r.case_id))
-    return {"n_cases": len(rows), "threshold": LOW_WT_DICE, "rows": table_rows,
+    total = len(rows) if dataset_cases is None else dataset_cases
+    return {"n_cases": len(rows), "dataset_cases": total, "partial": len(rows) < total,
+            "threshold": LOW_WT_DICE, "rows": table_rows,
             "low_wt": [{"case_id": r.case_id, "fold": r.fold, "WT": r.dice["WT"]} for r in low],
             "failed": [r.case_id for r in rows if r.status != "ok"]}
 
@@ -269,8 +277,12 @@ def _means_table(title: str, rows: Sequence[dict[str, Any]]) -> list[str]:
 def render_markdown(table: dict[str, Any], title: str = "Out-of-fold Dice") -> str:
     """The table as Markdown: statistics per region, the cases with WT < 0.6, means per group."""
     overall = table["rows"][0]
-    n_folds = sum(r["section"] == "fold" for r in table["rows"])
-    lines = [f"### {title}: {table['n_cases']} cases, {n_folds} folds", "",
+    folds = [r["group"] for r in table["rows"] if r["section"] == "fold"]
+    cases = f"{table['n_cases']} cases, {len(folds)} folds"
+    if table.get("partial"):
+        cases = (f"{table['n_cases']} of {table['dataset_cases']} cases (a partial table: only folds "
+                 f"{', '.join(folds)})")
+    lines = [f"### {title}: {cases}", "",
              "| region | n | mean | sd | median | min |", "|---|---:|---:|---:|---:|---:|"]
     for region in REGION_NAMES:
         s = overall["regions"][region]
