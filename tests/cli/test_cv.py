@@ -151,3 +151,17 @@ def test_cv_on_real_cases_writes_what_glioseg_predict_writes(shared_brats18, tmp
     single = invoke("predict", "-i", data / ids[1], "-m", root / "fold_1", "-o", tmp_path / "pred", "--threads", "1")
     assert single.exit_code == 0, single.output
     assert (tmp_path / "pred" / f"{ids[1]}.nii.gz").read_bytes() == (tmp_path / "oof" / f"{ids[1]}.nii.gz").read_bytes()
+
+
+def test_cv_reports_a_case_it_could_not_predict_and_exits_non_zero(cv_root, tmp_path):
+    root, raw = cv_root
+    data = tmp_path / "raw"
+    shutil.copytree(raw, data)
+    bad = sorted(p.name for p in data.iterdir())[0]
+    (data / bad / f"{bad}_flair.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    result = invoke("cv", root, data, "-o", tmp_path / "oof", "--device", "cpu")
+    assert result.exit_code == 1
+    assert "3 predicted, 0 skipped, 1 failed" in result.output
+    assert f"Failed cases (no readable prediction, scored Dice 0): {bad}." in result.output  # the table is printed
+    assert f"error: 1 case(s) could not be predicted (scored Dice 0): {bad};" in result.output
+    assert (tmp_path / "oof" / "report" / "cv_table.md").is_file()
