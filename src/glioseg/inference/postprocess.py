@@ -36,8 +36,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from glioseg.labels import BG, ED, ET, NCR, labels_to_regions, probabilities_to_labels, regions_to_labels
-from glioseg.utils import atomic_write
+from glioseg.labels import ET, NCR, probabilities_to_labels, regions_to_labels
+from glioseg.utils import atomic_write, bounding_box
 
 POSTPROCESS_FILE = "postprocess.json"
 CONNECTIVITY: Final = 26
@@ -203,30 +203,42 @@ def remove_small_components(labels: np.ndarray, min_mm3: Sequence[float], spacin
         uint8 ``(X, Y, Z)``: the input when nothing is removed, else a copy (labels other than
         BG/NCR/ED/ET are kept as they are).
     """
-    import cc3d
-
     if not any(t > 0 for t in min_mm3):
         return labels
     voxel = voxel_volume(spacing)
-    regions = labels_to_regions(labels)
+    box = bounding_box((labels >= NCR) & (labels <= ET))
+    if box is None:
+        return labels
+    crop = labels[box]  # the work is on the tumour's bounding box: a small part of a 1 mm case
+    et = crop == ET
+    regions = np.stack([(crop >= NCR) & (crop <= ET), (crop == NCR) | et, et])  # WT, TC, ET without np.isin
     changed = False
     for r, threshold in enumerate(min_mm3):
-        if threshold <= 0 or not regions[r].any():
-            continue
-        components = cc3d.connected_components(regions[r], connectivity=CONNECTIVITY)
-        small = np.flatnonzero(np.bincount(components.ravel()) * voxel < threshold)
-        small = small[small > 0]
-        if small.size:
-            regions[r][np.isin(components, small)] = False
-            changed = True
+        if threshold > 0 and regions[r].any():
+            changed |= _drop_components(regions[r], threshold / voxel)
     if not changed:
         return labels
     regions[1] &= regions[0]  # a removed WT part takes its TC and ET; a removed TC part its ET
     regions[2] &= regions[1]
-    out = regions_to_labels(regions)
-    other = ~np.isin(labels, (BG, NCR, ED, ET))
-    out[other] = labels[other]
+    new = regions_to_labels(regions)
+    other = crop > ET  # RC and any label in no region
+    new[other] = crop[other]
+    out = labels.copy()
+    out[box] = new
     return out
+
+
+def _drop_components(mask: np.ndarray, min_voxels: float) -> bool:
+    """Clear (in place) the 26-connected components of ``mask`` with fewer than ``min_voxels``; whether any was."""
+    import cc3d
+
+    components, n = cc3d.connected_components(mask, connectivity=CONNECTIVITY, return_N=True)
+    small = np.bincount(components[mask], minlength=n + 1) < min_voxels  # counting inside the mask is fast
+    small[0] = False
+    if not small.any():
+        return False
+    mask[small[components]] = False
+    return True
 
 
 def apply_volume_rules(labels: np.ndarray, config: PostprocessConfig, spacing: Sequence[float] | None) -> np.ndarray:
