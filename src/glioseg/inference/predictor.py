@@ -145,7 +145,7 @@ class Predictor:
         overlap: sliding-window overlap.
         tile_batch: tiles per network call.
         mc_samples: Monte-Carlo dropout samples (0: off).
-        postprocess: thresholds and small-ET rule.
+        postprocess: thresholds and volume rules (mm^3, applied on the case grid).
         channels_last: run the networks in channels-last-3d memory format.
         single_threaded_tiles: run the memory-bound per-tile work on one CPU thread (see
             :class:`glioseg.inference.ensemble.TilePredictor`); off by default, so that torch's
