@@ -291,7 +291,7 @@ def thumbnail_figure(flair: np.ndarray, gt: np.ndarray, pred: np.ndarray | None,
              gid="convention")
     if title:
         fig.suptitle(title, color="white", fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.84, bottom=0.15, wspace=0.02)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.84, bottom=0.15, wspace=0.08)
     return fig
 
 
