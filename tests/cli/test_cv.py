@@ -100,6 +100,7 @@ def test_cv_refuses_a_case_in_no_validation_set_and_bad_options(cv_root, tmp_pat
     line = _one_error_line(invoke("cv", root, data, "-o", tmp_path / "out", "--device", "cpu"))
     assert "case Brats18_SYN_004_1 is in no fold's validation set" in line
     assert "--tta" in _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out", "--tta", "sideways"))
+    assert "--grades" in _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out", "--grades", tmp_path / "no"))
     assert "--folds '0,0'" in _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out", "--folds", "0,0"))
     line = _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "out2", "--no-predict"))
     assert "cv.json missing" in line

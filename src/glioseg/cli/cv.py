@@ -56,6 +56,8 @@ def cv(
     report_dir = report if report is not None else out / "report"
     check_output_dir(report_dir, "--report")
     fold_list = _parse_folds(folds)
+    if grades is not None and not grades.is_file():
+        fail(f"--grades: {grades} is not a file; give a CSV table with an ID column and a Grade column")
     failed: list[str] = []
     if predict:
         _set_threads(threads)
