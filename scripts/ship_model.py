@@ -85,22 +85,25 @@ def single_validation(report: Path, info: dict[str, Any], validated_run: Path | 
     return block
 
 
-def training_block(runs: list[dict[str, Any]], stages: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Cases, seconds, epochs, versions as recorded; command and hardware only when stated."""
-    cases = sorted({c for info in runs for c in info["split"]["train"] + info["split"]["val"]})
-    recorded = [{s: info["stages"][s] for s in stages} for info in runs]
-    block: dict[str, Any] = {
-        "data": args.data, "cases": cases if len(runs) > 1 else runs[0]["split"]["train"],
-        "held_out": [] if len(runs) > 1 else runs[0]["split"]["val"],
-        "fold": [info["split"].get("fold") for info in runs] if len(runs) > 1 else runs[0]["split"].get("fold"),
-        "seconds": [{s: r[s].get("train_seconds") for s in stages} for r in recorded],
-        "epochs": [{s: r[s].get("epochs_done") for s in stages} for r in recorded],
+def training_block(runs: list[dict[str, Any]], stages: list[str], ensemble: bool,
+                   args: argparse.Namespace) -> dict[str, Any]:
+    """Cases, seconds, epochs, versions as recorded; command and hardware only when stated.
+
+    ``cases``: every case some shipped model trained on; ``held_out``: the runs' cases none did.
+    """
+    trained = sorted({c for info in runs for c in info["split"]["train"]})
+    seen = sorted({c for info in runs for c in info["split"]["train"] + info["split"]["val"]})
+    recorded = [{s: (info.get("stages") or {}).get(s, {}) for s in stages} for info in runs]
+    seconds = [{s: r[s].get("train_seconds") for s in stages} for r in recorded]
+    epochs = [{s: r[s].get("epochs_done") for s in stages} for r in recorded]
+    folds = [info["split"].get("fold") for info in runs]
+    return {
+        "data": args.data, "cases": trained, "held_out": [c for c in seen if c not in trained],
+        "fold": folds if ensemble else folds[0], "seconds": seconds if ensemble else seconds[0],
+        "epochs": epochs if ensemble else epochs[0],
         "hardware": args.hardware or runs[0].get("hardware"),
         "versions": runs[0].get("versions"), "command": args.train_command or runs[0].get("command"),
     }
-    if len(runs) == 1:
-        block["seconds"], block["epochs"] = block["seconds"][0], block["epochs"][0]
-    return block
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,12 +129,13 @@ def main() -> None:
     runs = _runs(args.run, folds)
     if not runs:
         sys.exit(f"{args.run}: no run.json and no fold_<k>/run.json")
-    stages = args.stages.split(",") if args.stages else runs[0]["stage_order"]
+    trained = [s for s in runs[0]["stage_order"] if s in (runs[0].get("stages") or {})]  # recorded by training
+    stages = args.stages.split(",") if args.stages else trained
     ensemble = not (args.run / "run.json").is_file()
     validation = (out_of_fold_validation(args.report, runs, args.validation_command) if ensemble else
                   single_validation(args.report, runs[0], args.validated_run, args.validation_command))
-    training = training_block(runs, stages, args)
-    model = (runs[0]["stages"][stages[0]].get("model") or {}).get("name", "U-Net")
+    training = training_block(runs, stages, ensemble, args)
+    model = ((runs[0].get("stages") or {}).get(stages[0], {}).get("model") or {}).get("name", "U-Net")
     info = {"name": args.name, "training": training, "validation": validation,
             "description": f"{model} (regions WT/TC/ET)" + (f", ensemble of {len(runs)} folds" if ensemble else ""),
             "limits": "expects skull-stripped, co-registered, ~1 mm BraTS-style T1/T1ce/T2/FLAIR; "
@@ -140,8 +144,7 @@ def main() -> None:
     staged = args.out.with_name(f".{args.out.name}.new")
     shutil.rmtree(staged, ignore_errors=True)
     try:
-        make_bundle(args.run, staged, info, fp16=True, stages=args.stages.split(",") if args.stages else None,
-                    folds=folds)
+        make_bundle(args.run, staged, info, fp16=True, stages=stages, folds=folds)
     except BundleError as exc:
         sys.exit(str(exc))
     if args.out.exists():

@@ -32,7 +32,7 @@ from typing import Any
 from glioseg.artifacts.bundles import BundleError, sha256_file, verify_bundle, write_manifest
 from glioseg.artifacts.folds import fold_runs
 from glioseg.artifacts.preprocess_record import PreprocessingMismatch, stage_preprocessing
-from glioseg.config import load_config, to_dict
+from glioseg.config import ConfigError, load_config, to_dict
 
 MAX_WEIGHTS_BYTES = 100 * 1000**2
 RUNTIME_KEYS = ("device", "threads", "num_workers", "checkpoint_minutes")  # may change on resume; not the recipe
@@ -93,7 +93,10 @@ def _check_member(run: Path, stages: Sequence[str] | None) -> tuple[dict[str, An
     missing = [s for s in names if not (run / s / "model.safetensors").is_file()]
     if not names or missing:
         raise BundleError(f"{run}: no model.safetensors for stage(s) {missing or 'any'}; train first")
-    spacings = {s.name: s.spacing_mm for s in load_config(run / "config.yaml").stages}
+    try:
+        spacings = {s.name: s.spacing_mm for s in load_config(run / "config.yaml").stages}
+    except ConfigError as exc:
+        raise BundleError(f"cannot ship: {exc}") from exc
     for name in names:
         if name not in spacings:
             raise BundleError(f"{run}: stage {name!r} is not in its config.yaml (stages: {sorted(spacings)})")
