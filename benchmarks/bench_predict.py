@@ -19,6 +19,14 @@ first call (oneDNN primitive creation included).
 Usage::
 
     python benchmarks/bench_predict.py [--run RUN_DIR] [--case Brats18_2013_2_1] [--repeats 3]
+    python benchmarks/bench_predict.py --backends torch,onnxruntime,openvino [--cases 3] [--run RUN_DIR]
+
+``--backends`` compares network backends instead (``glioseg predict --backend``): the same
+Predictor (shipped model, or ``--run``) on the first ``--cases`` cases, each backend in its own
+subprocess with the same threads and allocator; ``torch`` is eager bf16 autocast (the reference
+of the ratios), ``torch-fp32`` eager fp32, ``onnxruntime`` and ``openvino`` run the exported
+graphs in fp32, ``openvino-bf16`` with OpenVINO's bf16 inference precision (``--precision bf16``).
+The graphs are exported before timing (export time reported separately).
 
 Without ``--run`` a randomly initialised network with the cpu preset's shapes is used: timings
 and RSS are meaningful, Dice is not, and the cascade's tumour box is taken from the ground truth
@@ -40,6 +48,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "brats18"
 METHODS = ("default", "full", "monai", "monai-crop")
+BACKENDS = ("torch", "torch-fp32", "onnxruntime", "openvino", "openvino-bf16")
+BACKEND_RUNS = {"torch": ("torch", "bf16"), "torch-fp32": ("torch", "fp32"), "onnxruntime": ("onnxruntime", "fp32"),
+                "openvino": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16")}
+"""benchmark name -> (glioseg predict --backend, --precision)"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads in every method (default: torch's, one per core); on a "
                              "machine shared with other jobs 1 thread avoids OpenMP barrier stalls")
+    parser.add_argument("--backends", default=None,
+                        help=f"compare network backends instead of methods: comma-separated subset of {BACKENDS}")
+    parser.add_argument("--cases", type=int, default=3, help="cases per backend with --backends (the first N)")
+    parser.add_argument("--graph-cache", type=Path, default=None,
+                        help="graph cache of --backends (default: a temporary folder)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -184,12 +201,56 @@ def worker(args: argparse.Namespace) -> dict:
             "dice": region_dice(labels, case.label).tolist(), "timings": timings, "threads": torch.get_num_threads()}
 
 
+def backend_model(args: argparse.Namespace) -> Path:
+    from glioseg.artifacts.bundles import default_model_dir
+
+    return args.run if args.run is not None else default_model_dir()
+
+
+def backend_worker(args: argparse.Namespace) -> dict:
+    """One backend on the first --cases cases: warm s/case (median of the repeats after the first), CPU s, Dice."""
+    import torch
+
+    from glioseg.data.layouts import find_cases
+    from glioseg.data.nifti import read_case
+    from glioseg.interop.backends import load_backend_predictor
+    from glioseg.runtime import tune_allocator
+    from glioseg.utils import region_dice
+
+    tune_allocator()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backend = args.worker.split(":", 1)[1]
+    name, precision = BACKEND_RUNS[backend]
+    predictor = load_backend_predictor(backend_model(args), name, cache_dir=args.graph_cache, device="cpu",
+                                       precision=precision, tta="none", overlap=args.overlap)
+    files = [c for c in find_cases(args.data) if not args.case or c.case_id == args.case][: max(args.cases, 1)]
+    rows = []
+    for f in files:
+        case = read_case(f)
+        seconds, cpu = [], []
+        for _ in range(max(args.repeats, 1)):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            labels = predictor.predict_case(case).labels
+            seconds.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        rows.append({"case": case.case_id, "first_s": seconds[0],
+                     "seconds": statistics.median(seconds[1:] or seconds), "cpu_s": statistics.median(cpu[1:] or cpu),
+                     "dice": region_dice(labels, case.label).tolist()})
+    mean = lambda key: statistics.fmean(r[key] for r in rows)  # noqa: E731
+    return {"backend": backend, "cases": rows, "seconds": mean("seconds"), "cpu_s": mean("cpu_s"),
+            "first_s": rows[0]["first_s"], "dice": [statistics.fmean(r["dice"][i] for r in rows) for i in range(3)],
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads()}
+
+
 # ----------------------------------------------------------------------------- driver side
 
 
 def run_method(args: argparse.Namespace, method: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", method, "--data", str(args.data), "--overlap", str(args.overlap),
-           "--repeats", str(args.repeats)]
+           "--repeats", str(args.repeats), "--cases", str(args.cases)]
+    if args.graph_cache is not None:
+        cmd += ["--graph-cache", str(args.graph_cache)]
     if args.run is not None:
         cmd += ["--run", str(args.run)]
     if args.case:
@@ -238,13 +299,83 @@ def report(results: dict[str, dict], trained: bool) -> None:
         print("targets: " + "; ".join(f"{t}: {'met' if ok else 'MISSED'}" for t, ok in targets))
 
 
+def export_graphs_first(args: argparse.Namespace, backends: list[str]) -> dict[str, float]:
+    """Fill the graph cache before timing (in a subprocess: the driver stays free of torch); seconds each."""
+    code = ("import sys, time, json; from pathlib import Path; from glioseg.interop.backends import cached_export; "
+            "t = {}\nfor b in sys.argv[3:]:\n s = time.perf_counter(); cached_export(Path(sys.argv[1]), b, "
+            "Path(sys.argv[2])); t[b] = time.perf_counter() - s\nprint(json.dumps(t))")
+    graph = sorted({BACKEND_RUNS[b][0] for b in backends} - {"torch"})
+    if not graph:
+        return {}
+    done = subprocess.run([sys.executable, "-c", code, str(backend_model(args)), str(args.graph_cache), *graph],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"export failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report_backends(results: dict[str, dict], export_s: dict[str, float]) -> None:
+    ref = results.get("torch")
+    first = next(iter(results.values()))
+    print(f"{len(first['cases'])} cases ({', '.join(r['case'] for r in first['cases'])}); threads "
+          f"{first['threads']}; tune_allocator() in every process; no TTA; overlap as given")
+    print("s/case: warm wall seconds per case (mean over cases of the median of the repeats after the first); "
+          "cpu: CPU seconds per case (all threads)")
+    print(f"{'backend':<12} {'s/case':>7} {'cpu':>7} {'first':>7} {'peak RSS':>10} {'Dice WT':>8} {'TC':>6} {'ET':>6}"
+          f" {'speed vs torch bf16':>20} {'CPU vs torch':>13} {'max |dDice|':>12}")
+    for name, r in results.items():
+        wt, tc, et = r["dice"]
+        line = (f"{name:<12} {r['seconds']:7.2f} {r['cpu_s']:7.2f} {r['first_s']:7.2f} {r['rss_mb']:8.0f} MB "
+                f"{wt:8.4f} {tc:6.4f} {et:6.4f}")
+        if ref is not None:
+            worst = max(abs(a - b) for ra, rb in zip(r["cases"], ref["cases"], strict=True)
+                        for a, b in zip(ra["dice"], rb["dice"], strict=True))
+            line += (f" {ref['seconds'] / r['seconds']:19.2f}x {ref['cpu_s'] / r['cpu_s']:12.2f}x {worst:12.4f}")
+        print(line)
+    if export_s:
+        print("export before timing (s): " + "  ".join(f"{k} {v:.1f}" for k, v in export_s.items()))
+    if ref is not None and len(results) > 1:
+        others = {k: v for k, v in results.items() if k != "torch"}
+        best = min(others, key=lambda k: others[k]["seconds"])
+        worst = max(abs(a - b) for ra, rb in zip(others[best]["cases"], ref["cases"], strict=True)
+                    for a, b in zip(ra["dice"], rb["dice"], strict=True))
+        ratio = ref["seconds"] / others[best]["seconds"]
+        ok = ratio >= 1.5 and worst <= 0.002
+        print(f"target: fastest backend ({best}) >= 1.5x faster than torch eager bf16 at Dice within 0.002: "
+              f"{'met' if ok else 'MISSED'} ({ratio:.2f}x, max per-case |dDice| {worst:.4f})")
+
+
+def main_backends(args: argparse.Namespace) -> None:
+    import tempfile
+
+    backends = [b for b in args.backends.split(",") if b]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        sys.exit(f"unknown backends {unknown}; choose from {BACKENDS}")
+    with tempfile.TemporaryDirectory(prefix="bench_graphs_") as tmp:
+        args.graph_cache = args.graph_cache or Path(tmp)
+        print("exporting graphs ...", file=sys.stderr, flush=True)
+        export_s = export_graphs_first(args, backends)
+        results = {}
+        for backend in backends:
+            print(f"running {backend} ...", file=sys.stderr, flush=True)
+            results[backend] = run_method(args, f"backend:{backend}")
+    report_backends(results, export_s)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args)))
+        print(json.dumps(backend_worker(args) if args.worker.startswith("backend:") else worker(args)))
         return
     if not args.data.is_dir():
         sys.exit(f"data folder {args.data} not found; pass --data")
+    if args.backends:
+        load_before = os.getloadavg()[0]
+        main_backends(args)
+        print(f"machine load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores: other jobs inflate wall times; compare within one run")
+        return
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:

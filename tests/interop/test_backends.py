@@ -105,6 +105,23 @@ def test_openvino_reads_onnx_exports_but_onnxruntime_no_openvino_ir(tiny_folds, 
         load_backend_predictor(ir, "onnxruntime")
 
 
+def test_openvino_bf16_is_as_close_as_torch_bf16_and_onnxruntime_refuses_it(tiny_folds, tiny_onnx, case,
+                                                                              graph_cache):
+    pytest.importorskip("openvino")
+    runs = {name: load_backend_predictor(tiny_folds, backend, precision=precision, device="cpu", cascade=False,
+                                         cache_dir=graph_cache)
+            for name, backend, precision in (("fp32", "torch", "fp32"), ("torch-bf16", "torch", "bf16"),
+                                             ("openvino-bf16", "openvino", "bf16"))}
+    assert runs["openvino-bf16"].tile_predictors["high"].precision == "fp32"  # no torch autocast around the graph
+    out = {name: p.predict_case(case, return_probabilities=True) for name, p in runs.items()}
+    error = {name: float(np.abs(out[name].probabilities - out["fp32"].probabilities).mean()) for name in out}
+    agree = {name: float((out[name].labels == out["fp32"].labels).mean()) for name in out}
+    assert error["openvino-bf16"] <= 2 * error["torch-bf16"] + 1e-4, error  # the yardstick: torch's own bf16
+    assert agree["openvino-bf16"] >= agree["torch-bf16"] - 0.005, agree
+    with pytest.raises(ExportError, match="--backend onnxruntime runs fp32, not bf16"):
+        load_backend_predictor(tiny_onnx, "onnxruntime", precision="bf16")
+
+
 def test_mc_dropout_and_unknown_backend_refused(tiny_folds, tmp_path):
     with pytest.raises(ExportError, match="MC dropout needs the torch networks"):
         load_backend_predictor(tiny_folds, "onnxruntime", cache_dir=tmp_path, mc_samples=2)
@@ -136,6 +153,8 @@ def no_model(monkeypatch):
     (["--backend", "tensorrt"], ["--backend", "tensorrt", "onnxruntime"]),
     (["--backend", "onnxruntime", "--device", "cuda"], ["runs on the CPU", "--device cuda"]),
     (["--backend", "openvino", "--mc-dropout", "2"], ["--mc-dropout", "--backend torch"]),
+    (["--backend", "onnxruntime", "--precision", "bf16"], ["--backend onnxruntime runs fp32", "not bf16"]),
+    (["--backend", "openvino", "--precision", "fp16"], ["--backend openvino runs fp32 or bf16", "not fp16"]),
 ])
 def test_cli_backend_options_checked_before_loading(flags, words, synthetic_dataset, tmp_path, no_model):
     _one_line_error(runner.invoke(app, ["predict", "-i", str(synthetic_dataset), "-o", str(tmp_path / "o"), *flags]),

@@ -111,7 +111,8 @@ def predict(
     folds: str | None = typer.Option(None, "--folds", help="Folds to ensemble, e.g. 0,1,2 \\[all]."),
     tta: str = typer.Option("none", "--tta", help="Mirroring test-time augmentation: none, all (8 flips) or N."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("bf16", "--precision", help="bf16, fp16 (CUDA) or fp32."),
+    precision: str | None = typer.Option(None, "--precision", help="bf16, fp16 (CUDA) or fp32 \\[bf16 with "
+                                         "--backend torch, fp32 with the graph backends]."),
     cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="Low-res whole brain, high-res tumour box."),
     margin: float = typer.Option(16.0, "--margin", help="Cascade margin around the tumour, in mm."),
     overlap: float = typer.Option(0.5, "--overlap", help="Sliding-window overlap in \\[0, 1)."),
@@ -133,8 +134,8 @@ def predict(
     output_label_scheme: str | None = typer.Option(None, "--output-label-scheme", help="Label scheme of the "
                                                    "written label maps \\[the input's, else brats2017]."),
     backend: str = typer.Option("torch", "--backend", help="Network backend: torch, onnxruntime or openvino "
-                                "(CPU). The graph backends run float32 (bf16/fp16 autocast is torch's; "
-                                "--precision is ignored) and export the model on first use into --graph-cache."),
+                                "(CPU). The graph backends run float32 (bf16 autocast is torch's; openvino also "
+                                "runs --precision bf16) and export the model on first use into --graph-cache."),
     graph_cache: Path | None = typer.Option(None, "--graph-cache", help="Folder of the exported graphs of "
                                             "--backend onnxruntime/openvino \\[~/.glioseg/cache/graphs]."),
     force: bool = typer.Option(False, "--force", help="Predict inputs the model cannot serve (e.g. not "
@@ -157,8 +158,9 @@ def predict(
     started = time.time()  # cases another process finishes after this are not redone
     check_label_scheme(label_scheme)
     check_label_scheme(output_label_scheme, "--output-label-scheme")
+    precision = precision or ("bf16" if backend == "torch" else "fp32")
     _check_options(overlap, margin, tta, precision, num_shards, shard_id)
-    _check_backend(backend, device, mc_dropout)
+    _check_backend(backend, device, mc_dropout, precision)
     fold_list = _parse_folds(folds)
     every_case = _predict_inputs(input_, t1, t1ce, t2, flair, case_id)
     cases = select_shard(every_case, num_shards, shard_id)
@@ -187,9 +189,9 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _check_backend(backend: str, device: str, mc_dropout: int) -> None:
+def _check_backend(backend: str, device: str, mc_dropout: int, precision: str) -> None:
     """Exit with one line for an unknown or uninstalled backend, or options only torch has."""
-    from glioseg.interop.runners import BACKENDS, ExportError, import_backend
+    from glioseg.interop.runners import BACKENDS, ExportError, check_backend_precision, import_backend
 
     if backend not in BACKENDS:
         fail(f"--backend {backend!r}: choose one of {list(BACKENDS)}")
@@ -197,8 +199,9 @@ def _check_backend(backend: str, device: str, mc_dropout: int) -> None:
         return
     try:
         import_backend(backend)
+        check_backend_precision(backend, precision)
     except ExportError as exc:
-        fail(f"--backend {backend}: {exc}")
+        fail(f"--backend {backend}: {exc}" if not str(exc).startswith("--backend") else str(exc))
     if device not in ("auto", "cpu"):
         fail(f"--backend {backend} runs on the CPU; drop --device {device} or use --backend torch")
     if mc_dropout:

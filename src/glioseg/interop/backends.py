@@ -3,7 +3,8 @@
 A backend network (:class:`BackendNetwork`) is an ``nn.Module`` whose ``forward`` hands the tile
 to an ONNX Runtime or OpenVINO runner (:mod:`glioseg.interop.runners`) as float32 numpy and
 returns the logits as a tensor; preprocessing, cascade, ensembles, mirroring TTA, stitching and
-paste-back stay glioseg's own. Backends run in float32 (bf16 autocast is torch's).
+paste-back stay glioseg's own. Graph backends run float32 by default (bf16 autocast is torch's);
+OpenVINO can run bf16 convolutions when asked (``precision="bf16"``).
 
 For a run or bundle the graphs are exported on first use into a cache folder entry named by the
 model's sha256 (:func:`glioseg.interop.export.weights_key`), atomically, and verified against their
@@ -30,6 +31,7 @@ from glioseg.interop.runners import (
     MANIFEST,
     ExportError,
     Runner,
+    check_backend_precision,
     import_backend,
     make_runner,
     read_export,
@@ -107,7 +109,8 @@ def cached_export(model_dir: Path, backend: str, cache_dir: Path) -> Path:
 
 
 def stages_from_export(folder: Path, backend: str, folds: Sequence[int] | None = None,
-                       threads: int | None = None) -> tuple[dict[str, Stage], PostprocessConfig]:
+                       threads: int | None = None,
+                       precision: str = "fp32") -> tuple[dict[str, Stage], PostprocessConfig]:
     """Predictor stages whose networks run the folder's graphs on ``backend``.
 
     Raises:
@@ -124,7 +127,7 @@ def stages_from_export(folder: Path, backend: str, folds: Sequence[int] | None =
         if not nets:
             raise ExportError(f"{folder}: stage {name} has no network of folds {list(folds or [])} "
                               f"(folds: {[n['fold'] for n in entry['networks']]}); drop or change --folds")
-        models: list[nn.Module] = [BackendNetwork(make_runner(backend, Path(folder) / n["file"], n_threads),
+        models: list[nn.Module] = [BackendNetwork(make_runner(backend, Path(folder) / n["file"], n_threads, precision),
                                                   entry["divisor"], f"{backend}:{n['file']}") for n in nets]
         stages[name] = Stage(name, models, entry["spacing_mm"], tuple(entry["patch_size"]), entry["target"],
                              int(entry["divisor"]), _preprocessing(entry, name, folder))
@@ -155,8 +158,8 @@ def load_backend_predictor(model_dir: Path, backend: str = "torch", folds: Seque
         folds: folds to ensemble (all by default).
         cache_dir: graph cache (default :func:`default_cache_dir`).
         threads: backend threads (default torch's thread count).
-        **options: :class:`Predictor` options; non-torch backends force ``device="cpu"`` and
-            ``precision="fp32"``.
+        **options: :class:`Predictor` options. Graph backends run on the CPU; their ``precision``
+            is ``fp32`` unless given (OpenVINO also runs ``bf16``), applied inside the backend.
 
     Raises:
         ExportError: unknown or missing backend, MC dropout with a graph backend, tampered graphs.
@@ -171,7 +174,9 @@ def load_backend_predictor(model_dir: Path, backend: str = "torch", folds: Seque
     if options.get("mc_samples"):
         raise ExportError(f"MC dropout needs the torch networks (exported graphs have dropout off); "
                           f"drop --mc-dropout or use --backend torch, not {backend}")
+    precision = options.get("precision", "fp32")
+    check_backend_precision(backend, precision)
     folder = model_dir if exported else cached_export(model_dir, backend, cache_dir or default_cache_dir())
-    stages, tuned = stages_from_export(folder, backend, folds, threads)
+    stages, tuned = stages_from_export(folder, backend, folds, threads, precision)
     options.setdefault("postprocess", tuned)
     return Predictor(stages, **{**options, "device": "cpu", "precision": "fp32"})

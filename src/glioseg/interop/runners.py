@@ -32,6 +32,9 @@ MANIFEST = "manifest.json"
 BACKENDS = ("torch", "onnxruntime", "openvino")
 """``glioseg predict --backend`` choices; all but torch run the graphs in float32."""
 BACKEND_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "onnx": "onnx"}
+BACKEND_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+"""What each graph backend runs; fp32 is each one's default."""
+OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
@@ -130,17 +133,19 @@ def onnx_runner(path: Path | str, threads: int = 1) -> Runner:
     return run
 
 
-def openvino_runner(path: Path | str, threads: int = 1) -> Runner:
-    """An OpenVINO CPU compiled model (fp32 inference precision) as a function like :func:`onnx_runner`.
+def openvino_runner(path: Path | str, threads: int = 1, precision: str = "fp32") -> Runner:
+    """An OpenVINO CPU compiled model as a function like :func:`onnx_runner`.
 
     Args:
         path: ``.xml`` IR (with its ``.bin``) or an ``.onnx`` graph.
         threads: inference threads.
+        precision: ``fp32``, or ``bf16`` (convolutions in bfloat16 where the CPU has bf16 units; the
+            counterpart of torch's bf16 autocast). Inputs and outputs stay float32.
     """
     ov = import_backend("openvino")
     core = ov.Core()
-    # fp32 explicitly: on CPUs with bf16/AMX units OpenVINO would otherwise run in bf16
-    config = {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32",
+    # the hint is always set: on CPUs with bf16/AMX units OpenVINO would otherwise pick bf16 itself
+    config = {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
               "PERFORMANCE_HINT": "LATENCY"}
     compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     request = compiled.create_infer_request()
@@ -155,14 +160,30 @@ def openvino_runner(path: Path | str, threads: int = 1) -> Runner:
 RUNNERS: dict[str, Callable[..., Runner]] = {"onnxruntime": onnx_runner, "openvino": openvino_runner}
 
 
-def make_runner(backend: str, path: Path | str, threads: int = 1) -> Runner:
+def check_backend_precision(backend: str, precision: str) -> None:
+    """Refuse a precision the graph backend does not run (ONNX Runtime: fp32; OpenVINO: fp32, bf16).
+
+    Raises:
+        ExportError: one line naming the backend, the precision and the choices.
+    """
+    choices = BACKEND_PRECISIONS.get(backend, ("fp32",))
+    if precision not in choices:
+        raise ExportError(f"--backend {backend} runs {' or '.join(choices)}, not {precision}; "
+                          f"pass --precision {choices[0]} or use --backend torch")
+
+
+def make_runner(backend: str, path: Path | str, threads: int = 1, precision: str = "fp32") -> Runner:
     """The runner of one graph on ``backend`` (``onnxruntime`` or ``openvino``).
 
     Raises:
-        ExportError: unknown backend (lists the valid ones) or backend package not installed.
+        ExportError: unknown backend (lists the valid ones), a precision it does not run, or the
+            backend package not installed.
     """
     if backend not in RUNNERS:
         raise ExportError(f"unknown graph backend {backend!r}; choose one of {sorted(RUNNERS)}")
+    check_backend_precision(backend, precision)
+    if backend == "openvino":
+        return openvino_runner(path, threads, precision)
     return RUNNERS[backend](path, threads)
 
 
