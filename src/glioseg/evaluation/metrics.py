@@ -15,7 +15,7 @@ Conventions (also in :data:`CONVENTIONS`, which ``glioseg evaluate`` writes into
 - HD95: the larger of the two directed 95th percentiles (linear interpolation between order
   statistics, numpy's default, as MONAI's ``torch.quantile``). medpy/CaPTk's CLI instead takes the
   95th percentile of both directions pooled, and the BraTS 2023 code weights distances by surfel
-  area (DeepMind ``surface-distance``); both can differ from this by a fraction of a voxel.
+  area (DeepMind ``surface-distance``); both can differ from this by about a voxel.
 - Empty masks (BraTS 2017-2021): both empty -> Dice 1, HD95 0; exactly one empty -> Dice 0,
   HD95 373.13 mm (the diagonal of the 240x240x155 1-mm BraTS grid). Sensitivity is 1 when the
   ground truth and the prediction are both empty, 0 when only the ground truth is; specificity is
