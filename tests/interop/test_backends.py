@@ -175,11 +175,14 @@ def test_cli_predict_onnxruntime_writes_the_torch_labels(tiny_folds, tiny_onnx, 
     dataset = make_synthetic_dataset(layout="brats2017", n_cases=1, shape=(48, 48, 48))
     case_id = find_cases(dataset)[0].case_id
     labels = []
-    for name, flags in (("torch", ["--precision", "fp32", "--device", "cpu"]),
-                        ("onnxruntime", ["--graph-cache", str(graph_cache)])):
-        result = runner.invoke(app, ["predict", "-i", str(dataset), "-o", str(tmp_path / name), "-m", str(tiny_folds),
-                                     "--backend", name, "--threads", "1", *flags])
+    for name, backend, model, flags in (
+            ("torch", "torch", tiny_folds, ["--precision", "fp32", "--device", "cpu"]),
+            ("onnxruntime", "onnxruntime", tiny_folds, ["--graph-cache", str(graph_cache)]),
+            ("exported", "onnxruntime", tiny_onnx, [])):  # an export-model folder given to -m
+        result = runner.invoke(app, ["predict", "-i", str(dataset), "-o", str(tmp_path / name), "-m", str(model),
+                                     "--backend", backend, "--threads", "1", *flags])
         assert result.exit_code == 0, result.output
         labels.append(np.asarray(nib.load(tmp_path / name / f"{case_id}.nii.gz").dataobj))
     assert (labels[0] == labels[1]).mean() >= 0.999 and len(np.unique(labels[0])) > 1
+    np.testing.assert_array_equal(labels[1], labels[2])
     assert [p for p in graph_cache.iterdir() if p.name.endswith("-onnx")] == [tiny_onnx]  # the cached graphs
