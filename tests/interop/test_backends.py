@@ -77,6 +77,18 @@ def test_graphs_are_exported_once_and_cached_by_sha256(tiny_folds, tiny_onnx, gr
         cached_export(model, "onnxruntime", tmp_path)
 
 
+def test_cache_entry_of_an_older_exporter_is_rebuilt(tiny_folds, tiny_onnx, tmp_path):
+    import json
+
+    entry = Path(shutil.copytree(tiny_onnx, tmp_path / tiny_onnx.name))
+    spec = json.loads((entry / "model.json").read_text())
+    spec.pop("exporter_version")
+    (entry / "model.json").write_text(json.dumps(spec))
+    assert cached_export(tiny_folds, "onnxruntime", tmp_path) == entry
+    assert "exporter_version" in json.loads((entry / "model.json").read_text())  # re-exported, verified again
+    assert len(load_backend_predictor(tiny_folds, "onnxruntime", cache_dir=tmp_path).stages["low"].models) == 2
+
+
 def test_tampered_cache_entry_is_refused(tiny_folds, tiny_onnx, tmp_path):
     pytest.importorskip("onnxruntime")
     entry = Path(shutil.copytree(tiny_onnx, tmp_path / tiny_onnx.name))

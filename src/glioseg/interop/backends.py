@@ -24,11 +24,12 @@ from torch import nn
 from glioseg.artifacts.preprocess_record import PreprocessingSpec
 from glioseg.inference.postprocess import PostprocessConfig
 from glioseg.inference.predictor import Predictor, Stage
-from glioseg.interop.export import export_graphs, weights_key
+from glioseg.interop.export import EXPORTER_VERSION, export_graphs, weights_key
 from glioseg.interop.runners import (
     BACKENDS,
     EXPORT_FORMAT,
     MANIFEST,
+    SPEC_FILE,
     ExportError,
     Runner,
     check_backend_precision,
@@ -99,13 +100,24 @@ def cached_export(model_dir: Path, backend: str, cache_dir: Path) -> Path:
     """
     fmt = GRAPH_OF_BACKEND[backend]
     entry = Path(cache_dir) / f"{weights_key(model_dir)}-{fmt}"
-    if not entry.is_dir():
+    stale = entry.is_dir() and _exporter_version(entry) != EXPORTER_VERSION
+    if stale or not entry.is_dir():
         try:
-            export_graphs(model_dir, entry, fmt)
+            export_graphs(model_dir, entry, fmt, overwrite=stale)
         except ExportError:
             if not entry.is_dir():  # another process finished the same export first: use it
                 raise
     return entry
+
+
+def _exporter_version(entry: Path) -> Any:
+    """The exporter version a cache entry was written by (None when unreadable: verified later anyway)."""
+    import json
+
+    try:
+        return json.loads((entry / SPEC_FILE).read_text(encoding="utf-8")).get("exporter_version")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def stages_from_export(folder: Path, backend: str, folds: Sequence[int] | None = None,

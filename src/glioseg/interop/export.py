@@ -33,7 +33,7 @@ GRAPH_FORMATS = ("onnx", "torchscript", "openvino")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
 OPSET = 17
 INPUT, OUTPUT = "image", "logits"
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2
 """Bumped when the graphs written for the same weights change (part of the cache key)."""
 
 
@@ -146,6 +146,7 @@ def _spec(model_dir: Path, runs: list[tuple[int | None, RunBundle]], fmt: str) -
     tuned = model_dir if (model_dir / POSTPROCESS_FILE).is_file() else runs[0][1].run_dir
     names = [n for n in runs[0][1].stages]
     return {"format": EXPORT_FORMAT, "graph_format": fmt, "glioseg_version": __version__,
+            "exporter_version": EXPORTER_VERSION,
             "source": model_dir.name, "label_scheme": runs[0][1].label_scheme,
             "normalisation": info.get("normalisation"), "postprocess": load_postprocess(tuned).to_dict(),
             "cascade": {"order": names, "margin_mm": DEFAULT_MARGIN_MM},
