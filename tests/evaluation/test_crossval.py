@@ -252,6 +252,7 @@ def test_table_equals_a_hand_computation_from_the_case_csv(cv_setup, predicted, 
     grades = tmp_path / "grades.csv"
     grades.write_text(f"BraTS18ID,Grade\n{IDS[0]},LGG\n{IDS[1]},HGG\n{IDS[2]},HGG\n")
     scores = score_crossval(predicted, roots, grades)
+    assert scores.evaluation.summary["provenance"]["protocol"] == "brats2021"  # kept over the merged folders
     table = build_table(scores.rows, with_grades=True)
     paths = write_table(scores, table, tmp_path / "report")
     cases = _read_csv(paths["cv_cases.csv"])

@@ -217,6 +217,15 @@ def test_manifest_is_appended_and_survives_a_line_cut_short(data, tmp_path):
     assert [json.loads(line)["status"] for line in lines[2:]] == ["done"] * 3
 
 
+def test_manifest_lines_carry_the_record_but_keep_their_own_fields(data, tmp_path):
+    out = tmp_path / "out"
+    record = {"model": {"name": "m", "sha256": "ab" * 32}, "options": {"tta": "none"}, "status": "forged"}
+    predict_dataset(FakePredictor(), find_cases(data), out, record=record)
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["model"] for r in lines] == [record["model"]] * 3
+    assert all(r["options"] == {"tta": "none"} and r["status"] == "done" for r in lines)
+
+
 # ----------------------------------------------------------------------------- item 6: leftovers, partial outputs
 
 

@@ -93,7 +93,10 @@ def _merge(results: Sequence[EvaluationResult], keep: set[str] | None = None) ->
                                      key=lambda c: c.case_id)
     unmatched = set(results[0].unmatched_predictions).intersection(*(r.unmatched_predictions for r in results))
     roots = [str(r.gt_root) for r in results]
-    return replace(results[0], cases=cases, summary=summarize(cases),
+    summary: dict[str, Any] = summarize(cases)
+    if "provenance" in results[0].summary:  # protocol, schemes and model are those of every folder's scoring
+        summary["provenance"] = results[0].summary["provenance"]
+    return replace(results[0], cases=cases, summary=summary,
                    missing=sorted(c.case_id for c in cases if c.status == "missing"),
                    errors={c.case_id: c.message for c in cases if c.status == "error"},
                    unmatched_predictions=sorted(unmatched),

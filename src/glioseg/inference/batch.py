@@ -177,6 +177,7 @@ class _Batch:
     force: bool
     index: ManifestIndex
     started: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
 
@@ -196,8 +197,8 @@ class _Batch:
         return outcome
 
     def line(self, result: CaseOutcome) -> dict[str, Any]:
-        line: dict[str, Any] = {
-            "id": result.case_id, "status": result.status, "seconds": round(result.seconds, 3),
+        line: dict[str, Any] = {  # the extra fields first: they never replace the outcome's own
+            **self.extra, "id": result.case_id, "status": result.status, "seconds": round(result.seconds, 3),
             "output": result.output, "error": result.error,
             "timings": {k: round(v, 3) for k, v in result.timings.items()},
             "finished": round(time.time(), 6), "run": self.run_id, "pid": self.pid, "host": self.host}
@@ -230,7 +231,7 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
                     label_scheme: str | None = None, output_label_scheme: str | None = None,
                     skip_existing: bool = False, save_probabilities: bool = False, manifest: Path | None = None,
                     on_result: Callable[[CaseOutcome], object] | None = None, force: bool = False,
-                    started: float | None = None) -> list[CaseOutcome]:
+                    started: float | None = None, record: dict[str, Any] | None = None) -> list[CaseOutcome]:
     """Predict many cases; a failing case is recorded and the others go on.
 
     Args:
@@ -249,6 +250,8 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
         force: predict inputs whose findings are in ``glioseg.data.checks.UNSERVABLE_CHECKS``.
         started: when the run began (``time.time()``; default: now). Cases another process
             finishes after it are not redone.
+        record: more fields for every manifest line, e.g. ``{"model": {"name", "sha256"},
+            "options": {...}}`` (what ``glioseg evaluate`` reports as the predictions' provenance).
 
     Returns:
         One outcome per case, in input order.
@@ -268,7 +271,7 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
                "save_probabilities": save_probabilities}
     log = manifest or manifest_path(out)
     batch = _Batch(predictor, out, log, options, skip_existing, force, ManifestIndex(out, [log]),
-                   started if started is not None else time.time())
+                   started if started is not None else time.time(), dict(record or {}))
     results = []
     for files in cases:
         result = _claim_and_run(batch, files)
