@@ -180,3 +180,27 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def hardware_summary() -> dict[str, Any]:
+    """What this process trains or predicts on: CPU model, usable cores, torch threads, GPUs.
+
+    Returns:
+        ``{"cpu", "cores", "torch_threads", "gpus", "platform"}``; ``cpu`` is None where
+        ``/proc/cpuinfo`` does not name it (not Linux).
+    """
+    import platform
+
+    cuda = torch.cuda.is_available()
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+    return {"cpu": _cpu_model(), "cores": cpu_count(), "torch_threads": torch.get_num_threads(), "gpus": gpus,
+            "platform": platform.platform()}
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        return None
+    return names[0] if names else None

@@ -20,6 +20,8 @@ from __future__ import annotations
 import fcntl
 import json
 import platform
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +35,7 @@ from glioseg.artifacts.weights import TrainError, load_weights
 from glioseg.config import StageConfig, TrainConfig, load_config, save_config, to_dict
 from glioseg.labels import output_channels
 from glioseg.networks import build_model
-from glioseg.runtime import select_device
+from glioseg.runtime import hardware_summary, select_device
 from glioseg.utils import atomic_write
 
 RUN_FORMAT = "glioseg-run/1"
@@ -114,6 +116,8 @@ def record_stage(run_dir: Path, stage: StageConfig, history: list[dict[str, floa
             "model_epoch": best_epoch if best_epoch >= 0 else len(history) - 1,
             "model_selection": "best mean validation Dice" if best_epoch >= 0 else "last epoch (no validation)",
         }
+        if len(history) >= stage.epochs:
+            info["finished"] = _now()  # the latest stage to finish
 
     _update_run_json(run_dir, update)
 
@@ -149,10 +153,12 @@ def prepare_run(config: TrainConfig, preprocessed: Path | str, run_dir: Path | s
 
     def update(info: dict[str, Any]) -> None:
         info.update(run_wide)
+        info.setdefault("started", _now())
+        info["hardware"] = hardware_summary()  # of the latest session; a resumed run may move
         info.setdefault("stages", {})
         if changes:
             info.setdefault("config_changes", []).append({
-                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "stage": stage,
+                "time": _now(), "stage": stage,
                 "resume": resume, "changes": [str(c) for c in changes]})
 
     _update_run_json(run_dir, update)
@@ -170,6 +176,29 @@ def _run_wide_info(config: TrainConfig, root: Path, split: dict[str, Any]) -> di
                               **preprocessing.get("params", {})},
             "preprocessed": str(root.resolve()), "split": split, "versions": versions,
             "stage_order": [s.name for s in config.stages]}
+
+
+def record_command(run_dir: Path | str, argv: Sequence[str]) -> None:
+    """Append one training command to ``run.json`` (``commands``; ``command`` keeps the first).
+
+    Args:
+        run_dir: an existing run directory (nothing is written without its ``run.json``).
+        argv: the command line as the shell received it, program name first.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        return
+    line = shlex.join(argv)
+
+    def update(info: dict[str, Any]) -> None:
+        info.setdefault("command", line)
+        info.setdefault("commands", []).append({"time": _now(), "command": line})
+
+    _update_run_json(run_dir, update)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _version() -> str:

@@ -101,6 +101,7 @@ def train(
             results = fit_all_folds(config, preprocessed, run_dir, name, **kwargs)
         else:
             results = [fit(config, preprocessed, run_dir, name, fold=chosen, **kwargs)]
+        _record_command(run_dir, dist.is_main)
     except (ConfigError, TrainError, PreprocessError, SplitError, ValueError) as exc:
         fail(str(exc))
     except OSError as exc:  # disk full or read-only while writing checkpoints, logs, weights
@@ -109,6 +110,7 @@ def train(
         stopped = exc if isinstance(exc, TrainingInterrupted) else None
         stage_name = stage if stage is not None or stopped is None else stopped.stage_dir.name
         again = _resume_command(preprocessed, run_dir, stage_name, fold, all_folds)
+        _record_command(run_dir, dist.is_main)
         _interrupted(stopped, again, dist.is_main)
     if initialised:
         import torch.distributed
@@ -194,3 +196,15 @@ def plot_curves(
             typer.echo(f"wrote {plot_training_curves(run_dir, png)}")
     except CurveLogError as exc:
         fail(str(exc))
+
+
+def _record_command(run_dir: Path, is_main: bool) -> None:
+    """Write this command line into ``run.json`` (every fold's, for ``--all-folds``)."""
+    import sys
+
+    from glioseg.artifacts.rundir import record_command
+
+    if not is_main:
+        return
+    for folder in [run_dir, *sorted(run_dir.glob("fold_*"))]:
+        record_command(folder, ["glioseg", *sys.argv[1:]])
