@@ -31,7 +31,7 @@ SPEC_FILE = "model.json"
 MANIFEST = "manifest.json"
 BACKENDS = ("torch", "onnxruntime", "openvino")
 """``glioseg predict --backend`` choices; all but torch run the graphs in float32."""
-BACKEND_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "onnx": "onnx"}
+BACKEND_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "onnx": "onnx", "nncf": "int8"}
 BACKEND_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 """What each graph backend runs; fp32 is each one's default."""
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
