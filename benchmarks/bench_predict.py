@@ -48,9 +48,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "brats18"
 METHODS = ("default", "full", "monai", "monai-crop")
-BACKENDS = ("torch", "torch-fp32", "onnxruntime", "openvino", "openvino-bf16")
+BACKENDS = ("torch", "torch-fp32", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8")
 BACKEND_RUNS = {"torch": ("torch", "bf16"), "torch-fp32": ("torch", "fp32"), "onnxruntime": ("onnxruntime", "fp32"),
-                "openvino": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16")}
+                "openvino": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16"),
+                "openvino-int8": ("openvino", "fp32")}  # the graphs of --int8-export
 """benchmark name -> (glioseg predict --backend, --precision)"""
 
 
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cases", type=int, default=3, help="cases per backend with --backends (the first N)")
     parser.add_argument("--graph-cache", type=Path, default=None,
                         help="graph cache of --backends (default: a temporary folder)")
+    parser.add_argument("--int8-export", type=Path, default=None, help="int8 export folder of the model for "
+                        "openvino-int8 (glioseg export-model --format openvino --int8-calibration DATA)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -222,7 +225,8 @@ def backend_worker(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     backend = args.worker.split(":", 1)[1]
     name, precision = BACKEND_RUNS[backend]
-    predictor = load_backend_predictor(backend_model(args), name, cache_dir=args.graph_cache, device="cpu",
+    model = args.int8_export if backend == "openvino-int8" else backend_model(args)
+    predictor = load_backend_predictor(model, name, cache_dir=args.graph_cache, device="cpu",
                                        precision=precision, tta="none", overlap=args.overlap)
     files = [c for c in find_cases(args.data) if not args.case or c.case_id == args.case][: max(args.cases, 1)]
     rows = []
@@ -249,8 +253,8 @@ def backend_worker(args: argparse.Namespace) -> dict:
 def run_method(args: argparse.Namespace, method: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", method, "--data", str(args.data), "--overlap", str(args.overlap),
            "--repeats", str(args.repeats), "--cases", str(args.cases)]
-    if args.graph_cache is not None:
-        cmd += ["--graph-cache", str(args.graph_cache)]
+    for flag, value in (("--graph-cache", args.graph_cache), ("--int8-export", args.int8_export)):
+        cmd += [flag, str(value)] if value is not None else []
     if args.run is not None:
         cmd += ["--run", str(args.run)]
     if args.case:
@@ -335,14 +339,13 @@ def report_backends(results: dict[str, dict], export_s: dict[str, float]) -> Non
     if export_s:
         print("export before timing (s): " + "  ".join(f"{k} {v:.1f}" for k, v in export_s.items()))
     if ref is not None and len(results) > 1:
-        others = {k: v for k, v in results.items() if k != "torch"}
-        best = min(others, key=lambda k: others[k]["seconds"])
-        worst = max(abs(a - b) for ra, rb in zip(others[best]["cases"], ref["cases"], strict=True)
-                    for a, b in zip(ra["dice"], rb["dice"], strict=True))
-        ratio = ref["seconds"] / others[best]["seconds"]
-        ok = ratio >= 1.5 and worst <= 0.002
-        print(f"target: fastest backend ({best}) >= 1.5x faster than torch eager bf16 at Dice within 0.002: "
-              f"{'met' if ok else 'MISSED'} ({ratio:.2f}x, max per-case |dDice| {worst:.4f})")
+        gap = {k: max(abs(a - b) for ra, rb in zip(r["cases"], ref["cases"], strict=True)
+                      for a, b in zip(ra["dice"], rb["dice"], strict=True)) for k, r in results.items() if k != "torch"}
+        within = [k for k in gap if gap[k] <= 0.002]  # the target counts backends at Dice within 0.002 only
+        best = min(within, key=lambda k: results[k]["seconds"]) if within else None
+        ratio = ref["seconds"] / results[best]["seconds"] if best else 0.0
+        print(f"target: fastest backend at Dice within 0.002 of torch ({best}) >= 1.5x faster than torch eager "
+              f"bf16: {'met' if ratio >= 1.5 else 'MISSED'} ({ratio:.2f}x)")
 
 
 def main_backends(args: argparse.Namespace) -> None:
@@ -352,6 +355,8 @@ def main_backends(args: argparse.Namespace) -> None:
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
         sys.exit(f"unknown backends {unknown}; choose from {BACKENDS}")
+    if "openvino-int8" in backends and args.int8_export is None:
+        sys.exit("openvino-int8 needs --int8-export FOLDER (glioseg export-model --format openvino --int8-calibration)")
     with tempfile.TemporaryDirectory(prefix="bench_graphs_") as tmp:
         args.graph_cache = args.graph_cache or Path(tmp)
         print("exporting graphs ...", file=sys.stderr, flush=True)
