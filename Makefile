@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 # optional extras the tests exercise (backends, official scoring code); demo needs none of them
 TEST_STAMP := $(VENV)/.installed-test
-TEST_EXTRAS := onnx,openvino,parity
+TEST_EXTRAS := onnx,openvino,int8,parity
 
 .PHONY: setup demo test test-fast lint clean
 

@@ -164,7 +164,7 @@ def monai_predict(predictor, case, whole_volume: bool, overlap: float):
     if inner is not None:
         probs = probs[(slice(None), *inner)]
     probs = restore_to_case_grid(np.ascontiguousarray(probs), pc.meta, order=1)
-    return postprocess_probabilities(probs, stage.target, predictor.postprocess)
+    return postprocess_probabilities(probs, stage.target, predictor.postprocess, case.geometry.canonical_spacing)
 
 
 def worker(args: argparse.Namespace) -> dict:

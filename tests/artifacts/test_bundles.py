@@ -195,3 +195,19 @@ def test_make_bundle_refuses_a_run_inference_would_refuse(tmp_path):
     with pytest.raises(BundleError, match=r"cannot ship: model .*: stage low was trained with preprocessing margin 7"):
         make_bundle(run, tmp_path / "b", {})
     assert not (tmp_path / "b").exists()
+
+
+def test_model_identity_of_a_bundle_is_its_manifest_sha256(tmp_path):
+    import shutil
+
+    from glioseg.artifacts.bundles import default_model_dir, model_identity, sha256_file
+
+    shipped = default_model_dir()
+    identity = model_identity(shipped)
+    assert identity["kind"] == "bundle" and identity["name"] == "glioseg-brats18-cpu"
+    assert identity["sha256"] == sha256_file(shipped / "manifest.json")
+    copy = tmp_path / "copy"
+    shutil.copytree(shipped, copy)
+    assert model_identity(copy)["sha256"] == identity["sha256"]  # the same members, wherever it lies
+    (copy / "manifest.json").write_text((copy / "manifest.json").read_text().replace("cpu", "cpu2", 1))
+    assert model_identity(copy)["sha256"] != identity["sha256"]

@@ -251,6 +251,25 @@ def test_cli_predict_dataset_geometry_scheme_manifest(run_dir, synthetic_dataset
     assert not list(out.glob(".*tmp*"))
 
 
+def test_cli_predict_records_the_model_and_evaluate_reports_it(run_dir, synthetic_dataset, tmp_path):
+    from glioseg.artifacts.bundles import model_identity
+
+    out, report = tmp_path / "out", tmp_path / "report"
+    result = _predict("-i", str(synthetic_dataset), "-o", str(out), "-m", str(run_dir), "--device", "cpu",
+                      "--tta", "none")
+    assert result.exit_code == 0, result.output
+    identity = model_identity(run_dir)
+    lines = _manifest(out / "manifest.jsonl")
+    assert all(line["model"] == identity and line["options"]["tta"] == "none" for line in lines)
+    assert identity["kind"] == "run" and len(identity["sha256"]) == 64
+    result = CliRunner().invoke(app, ["evaluate", "--pred", str(out), "--gt", str(synthetic_dataset), "-o", str(report),
+                                      "--no-thumbnails"])
+    assert result.exit_code == 0, result.output
+    model = json.loads((report / "summary.json").read_text())["summary"]["provenance"]["model"]
+    assert (model["name"], model["sha256"]) == (run_dir.name, identity["sha256"])
+    assert model["options"]["tta"] == "none"
+
+
 def test_cli_predict_permuted_anisotropic_axes_and_brats2023_scheme(run_dir, make_synthetic_dataset, tmp_path):
     affine = np.array([[0.0, 0.0, -1.2, 90.0], [-1.0, 0.0, 0.0, 40.0], [0.0, 1.1, 0.0, -60.0], [0, 0, 0, 1]])
     dataset = make_synthetic_dataset(layout="brats2023", n_cases=1, shape=(40, 36, 32), affine=affine)

@@ -188,3 +188,26 @@ def resolve_model(spec: Path | str | None, models_home: Path | str | None = None
                 raise BundleError(f"model {spec!r}: no such folder, and no installed model of that name in {home}")
             folder = candidate
     return folder
+
+
+def model_identity(folder: Path | str) -> dict[str, Any]:
+    """Name and sha256 of a model folder, as prediction manifests and evaluation provenance record it.
+
+    A bundle or export is identified by the sha256 of its ``manifest.json`` (which lists every
+    member's sha256); a run directory (or folder of ``fold_<k>`` runs) by the sha256 of its weight
+    files' sha256s, sorted by path.
+
+    Args:
+        folder: a resolved model folder (:func:`resolve_model`).
+
+    Returns:
+        ``{"name", "path", "sha256", "kind"}`` with ``kind`` ``"bundle"`` or ``"run"``.
+    """
+    folder = Path(folder).resolve()
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        name = str(json.loads(manifest.read_text()).get("name") or folder.name)
+        return {"name": name, "path": str(folder), "sha256": sha256_file(manifest), "kind": "bundle"}
+    weights = sorted(p for p in folder.rglob("model.safetensors") if p.is_file())
+    digest = hashlib.sha256("".join(f"{p.relative_to(folder)}:{sha256_file(p)}\n" for p in weights).encode())
+    return {"name": folder.name, "path": str(folder), "sha256": digest.hexdigest(), "kind": "run"}

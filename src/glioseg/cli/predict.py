@@ -172,11 +172,14 @@ def predict(
     predictor = _load_predictor(model, fold_list, backend, graph_cache, device=device, precision=precision, tta=tta,
                                 cascade=cascade, margin_mm=margin, overlap=overlap, tile_batch=tile_batch,
                                 mc_samples=mc_dropout, single_threaded_tiles=single_threaded_tiles)
+    record = _manifest_record(model, {"backend": backend, "precision": precision, "tta": tta, "cascade": cascade,
+                                      "overlap": overlap, "margin_mm": margin, "mc_dropout": mc_dropout,
+                                      "folds": fold_list, "force": force})
     with CaseBar("predict", len(cases)) as bar:
         results = predict_dataset(predictor, cases, out, label_scheme=label_scheme,
                                   output_label_scheme=output_label_scheme, skip_existing=skip_existing,
                                   save_probabilities=save_probabilities, manifest=manifest, force=force,
-                                  started=started,
+                                  started=started, record=record,
                                   on_result=lambda r: bar.advance(r.case_id, r.status, r.error, f" {r.seconds:.1f}s"))
     _summarise(results, out, manifest)
 
@@ -220,6 +223,13 @@ def _load_predictor(model: str | None, folds: list[int] | None, backend: str = "
         return load_backend_predictor(resolve_model(model), backend, folds, graph_cache, **options)
     except (BundleError, ExportError, FileNotFoundError, ValueError, TrainError) as exc:
         fail(str(exc))
+
+
+def _manifest_record(model: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """What every manifest line says about the model and the options (read back by ``evaluate``)."""
+    from glioseg.artifacts.bundles import model_identity, resolve_model
+
+    return {"model": model_identity(resolve_model(model)), "options": options}
 
 
 def _summarise(results: list[CaseOutcome], out: Path, manifest: Path) -> None:

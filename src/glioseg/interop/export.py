@@ -148,13 +148,20 @@ def _spec(model_dir: Path, runs: list[tuple[int | None, RunBundle]], fmt: str) -
     return {"format": EXPORT_FORMAT, "graph_format": fmt, "glioseg_version": __version__,
             "exporter_version": EXPORTER_VERSION,
             "source": model_dir.name, "label_scheme": runs[0][1].label_scheme,
-            "normalisation": info.get("normalisation"), "postprocess": load_postprocess(tuned).to_dict(),
+            "normalisation": info.get("normalisation"),
+            "postprocess": load_postprocess(tuned, _finest_spacing(runs[0][1])).to_dict(),
             "cascade": {"order": names, "margin_mm": DEFAULT_MARGIN_MM},
             "input": {"name": INPUT, "channels": list(MODALITIES), "dtype": "float32",
                       "shape": "(B, 4, X, Y, Z); X, Y, Z multiples of the stage's divisor"},
             "output": {"name": OUTPUT, "dtype": "float32", "shape": "(B, K, X, Y, Z) logits"},
             "opset": OPSET if fmt != "torchscript" else None,
             "stages": {n: _stage_entry(n, runs, fmt) for n in names}}
+
+
+def _finest_spacing(run: RunBundle) -> float | None:
+    """Spacing of the run's full-resolution stage: the grid ``tune-postprocess`` tuned on."""
+    spacings = [s.spacing_mm for s in run.config.stages if s.name in run.stages]
+    return None if not spacings or None in spacings else min(s for s in spacings if s is not None)
 
 
 def write_export_manifest(folder: Path) -> dict[str, Any]:
