@@ -27,11 +27,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh $(BIN)
 
+# tests/interop (ONNX Runtime, OpenVINO) run in a pytest process of their own: see tests/conftest.py
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/interop
 
 test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not realdata"
+	$(BIN)/python -m pytest -q -m "not slow and not realdata" tests/interop
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,3 +57,33 @@ def shared_brats18() -> Path:
     if not SHARED_BRATS18.is_dir() or not any(SHARED_BRATS18.iterdir()):
         pytest.skip(f"real data not found at {SHARED_BRATS18}")
     return SHARED_BRATS18
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the network-backend tests (tests/interop) out of a session that runs other tests.
+
+    OpenVINO's runtime does not survive sharing one pytest process with the rest of the suite:
+    after a few hundred other tests (threads, forked DataLoader workers, spawned gloo processes,
+    the tuned allocator), running OpenVINO models there ends the process with a segmentation
+    fault (OpenVINO 2026.4, torch 2.13), and once OpenVINO has run, a later DDP test does too.
+    ``make test`` therefore runs tests/interop in its own pytest process; a session that collects
+    both is told so and runs the others.
+    """
+    interop = Path(__file__).parent / "interop"
+    backend = [item for item in items if Path(str(item.path)).is_relative_to(interop)]
+    if not backend or len(backend) == len(items):
+        return
+    config.hook.pytest_deselected(items=backend)
+    items[:] = [item for item in items if item not in backend]
+    config.stash[_DESELECTED_INTEROP] = len(backend)
+
+
+_DESELECTED_INTEROP = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say where the deselected backend tests went."""
+    count = config.stash.get(_DESELECTED_INTEROP, 0)
+    if count:
+        terminalreporter.write_line(f"{count} tests/interop tests deselected: they run in their own process "
+                                    "(`python -m pytest tests/interop`, as `make test` does)")
