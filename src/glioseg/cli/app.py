@@ -86,6 +86,19 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=LOG_WIDTH, soft_wrap=True)
 
 
+def check_tta_and_precision(tta: str, precision: str) -> None:
+    """Exit with one line naming the flag when --tta or --precision is not a valid value."""
+    from glioseg.config import PRECISIONS
+    from glioseg.inference.ensemble import parse_flips
+
+    try:
+        parse_flips(tta)
+    except ValueError as exc:
+        fail(f"--tta {tta!r}: {exc}")
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision!r}: choose one of {list(PRECISIONS)}")
+
+
 def check_label_scheme(name: str | None, flag: str = "--label-scheme") -> str | None:
     """Return ``name`` if it is a known label scheme (or None); otherwise exit with a one-line error
     naming the flag and the valid schemes."""

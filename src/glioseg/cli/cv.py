@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from glioseg.cli.app import CaseBar, check_label_scheme, fail
+from glioseg.cli.app import CaseBar, check_label_scheme, check_tta_and_precision, fail
 from glioseg.cli.paths import check_output_dir, writing
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the command
@@ -51,7 +51,7 @@ def cv(
     from glioseg.evaluation.crossval import CV_FILE
 
     check_label_scheme(label_scheme)
-    _check_options(tta, precision)
+    check_tta_and_precision(tta, precision)
     check_output_dir(out, "-o/--out")
     report_dir = report if report is not None else out / "report"
     check_output_dir(report_dir, "--report")
@@ -79,19 +79,6 @@ def _parse_folds(text: str | None) -> list[int] | None:
     if not items or not all(f.isdigit() for f in items) or len(set(items)) != len(items):
         fail(f"--folds {text!r}: give distinct fold numbers (0, 1, ...) separated by commas, e.g. --folds 0,1")
     return [int(f) for f in items]
-
-
-def _check_options(tta: str, precision: str) -> None:
-    """Exit with one line naming the flag when --tta or --precision is not a valid value."""
-    from glioseg.config import PRECISIONS
-    from glioseg.inference.ensemble import parse_flips
-
-    try:
-        parse_flips(tta)
-    except ValueError as exc:
-        fail(f"--tta {tta!r}: {exc}")
-    if precision not in PRECISIONS:
-        fail(f"--precision {precision!r}: choose one of {list(PRECISIONS)}")
 
 
 def _set_threads(threads: int | None) -> None:

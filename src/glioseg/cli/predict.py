@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from glioseg.cli.app import CaseBar, check_label_scheme, fail
+from glioseg.cli.app import CaseBar, check_label_scheme, check_tta_and_precision, fail
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from glioseg.data.nifti import CaseFiles
@@ -28,21 +28,14 @@ def _parse_folds(text: str | None) -> list[int] | None:
 def _check_options(overlap: float, margin: float, tta: str, precision: str, num_shards: int,
                    shard_id: int) -> None:
     """Exit with one line naming the flag when a value is out of range (before anything is read)."""
-    from glioseg.config import PRECISIONS
     from glioseg.inference.cases import shard_problem
-    from glioseg.inference.ensemble import parse_flips
 
     if not 0.0 <= overlap < 1.0:
         fail(f"--overlap {overlap:g}: must be in [0, 1) (the share of a window that neighbouring tiles "
              "overlap), e.g. --overlap 0.5")
     if margin < 0:
         fail(f"--margin {margin:g}: must be >= 0 mm (the cascade's margin around the tumour), e.g. --margin 16")
-    try:
-        parse_flips(tta)
-    except ValueError as exc:
-        fail(f"--tta {tta!r}: {exc}")
-    if precision not in PRECISIONS:
-        fail(f"--precision {precision!r}: choose one of {list(PRECISIONS)}")
+    check_tta_and_precision(tta, precision)
     problem = shard_problem(num_shards, shard_id)
     if problem is not None:
         fail(problem)
