@@ -95,7 +95,7 @@ def _update_run_json(run_dir: Path, update: Any) -> dict[str, Any]:
 
 
 def record_stage(run_dir: Path, stage: StageConfig, history: list[dict[str, float]], best_epoch: int,
-                 seconds: float) -> None:
+                 seconds: float, window: Sequence[int] | None = None) -> None:
     """Store a stage's inference settings and best validation scores in ``run.json``.
 
     Args:
@@ -104,12 +104,14 @@ def record_stage(run_dir: Path, stage: StageConfig, history: list[dict[str, floa
         history: one row per finished epoch (``epoch``, losses, ``dice_*`` when validated).
         best_epoch: epoch of ``model.safetensors`` (-1: no validation, the latest epoch).
         seconds: training wall time so far.
+        window: the tile validation used, recorded as the inference ``patch_size`` (default:
+            ``val_window``, else ``patch_size``).
     """
     best = next((r for r in history if r["epoch"] == best_epoch), {})
 
     def update(info: dict[str, Any]) -> None:
         info.setdefault("stages", {})[stage.name] = {
-            "spacing_mm": stage.spacing_mm, "patch_size": list(stage.val_window or stage.patch_size),
+            "spacing_mm": stage.spacing_mm, "patch_size": list(window or stage.val_window or stage.patch_size),
             "target": stage.target, "model": to_dict(stage.model), "cascade_from": stage.cascade_from,
             "epochs_done": len(history), "epochs": stage.epochs, "train_seconds": round(seconds, 1),
             "best_epoch": best_epoch, "best_validation": {k: v for k, v in best.items() if k.startswith("dice_")},

@@ -40,7 +40,7 @@ from glioseg.training.interrupt import TrainingInterrupted, _StopRequest
 from glioseg.training.losses import build_loss
 from glioseg.training.monitor import Monitor
 from glioseg.training.schedule import lr_at, step_seed
-from glioseg.training.validation import validate
+from glioseg.training.validation import validate, validation_window
 
 __all__ = ["StageResult", "fit", "fit_all_folds", "train_stage"]
 
@@ -108,6 +108,11 @@ class _StageRun:
     last_save: float = field(default_factory=time.monotonic)
     # True from the optimiser's step until the step is counted: the weights do not match progress then
     updating: bool = False
+
+    @property
+    def window(self) -> tuple[int, int, int] | None:
+        """Inference tile to record (see :func:`glioseg.training.validation.validation_window`)."""
+        return validation_window(self.stage, self.root, [*self.dataset.case_ids, *self.val_ids])
 
     @property
     def stage_dir(self) -> Path:
@@ -230,7 +235,7 @@ class _StageRun:
         self._checkpoint()
         write_training_log(self.stage_dir, p.history)
         self.monitor.epoch(row)
-        record_stage(self.run_dir, stage, p.history, p.best_epoch, p.seconds)
+        record_stage(self.run_dir, stage, p.history, p.best_epoch, p.seconds, self.window)
 
     def _save_best(self, score: float) -> None:
         """Write ``model.safetensors`` when the score improves (always without validation cases)."""

@@ -94,3 +94,27 @@ def _case_dice(net: nn.Module, root: Path, case_id: str, stage: StageConfig,
     pred = probabilities_to_labels(logits_to_probabilities(logits, stage.target), stage.target)
     p_reg, t_reg = labels_to_regions(pred), labels_to_regions(np.asarray(pc.label[box]))
     return [dice(p_reg[i], t_reg[i]) for i in range(len(REGIONS))]
+
+
+def validation_window(stage: StageConfig, root: Path, case_ids: Sequence[str]) -> tuple[int, int, int] | None:
+    """The tile inference should use to predict as validation did, when that is not ``patch_size``.
+
+    A patch-trained stage without ``val_window`` is validated on each whole (padded) case, so
+    the run records the whole-volume shape of its cases as the inference tile, not the training
+    patch. Whole-volume stages (their ``patch_size``), stages with ``val_window`` and cascade
+    stages (validated on tumour crops) keep their own setting: None.
+
+    Args:
+        stage: the stage's config.
+        root: the preprocessed dataset.
+        case_ids: the cases the stage trains and validates on.
+
+    Returns:
+        ``(X, Y, Z)`` multiples of 16 covering every case, or None.
+    """
+    from glioseg.preprocessing.cache import read_meta
+    from glioseg.training.dataset import whole_volume_shape
+
+    if stage.val_window is not None or stage.whole_volume or stage.cascade_from or not case_ids:
+        return None
+    return whole_volume_shape([read_meta(root, c)["shape"] for c in case_ids])
