@@ -11,9 +11,11 @@ isolated (a failing case is recorded and the batch goes on) and goes through:
 3. the error-level input checks of ``glioseg check`` (and the findings in
    ``glioseg.data.checks.UNSERVABLE_CHECKS`` unless ``force``): a case that fails them is
    reported and not predicted;
-4. prediction; every output is written to ``OUT/.<ID>.tmp/``, the outcome (with each file's
-   sha256) is appended to the JSON-lines manifest (:mod:`glioseg.inference.manifest`), then the
-   files are moved into place, the label map last.
+4. prediction; every output (the label map, its statistics ``<ID>.json`` from
+   :mod:`glioseg.inference.stats`, and any extra outputs such as a DICOM-SEG) is written to
+   ``OUT/.<ID>.tmp/``, the outcome (with each file's sha256) is appended to the JSON-lines
+   manifest (:mod:`glioseg.inference.manifest`), then the files are moved into place, the label
+   map last.
 """
 
 from __future__ import annotations
@@ -45,14 +47,18 @@ from glioseg.inference.outputs import (
     remove_leftovers,
     uncertainty_path,
 )
+from glioseg.inference.stats import prediction_stats, stats_path, write_stats
 from glioseg.labels import get_scheme
 
 if TYPE_CHECKING:
     from glioseg.inference.predictor import Prediction, Predictor
 
+ExtraOutputs = Callable[[Case, "Prediction", Path], dict[Path, Callable[[Path], object]]]
+"""More files per case: ``(case, prediction, out) -> {final path: writer(staged path)}``, e.g. a DICOM-SEG."""
+
 OTHER_PROCESS = ("being predicted by", "done by")  # how the reasons of cases left to another process start
 
-__all__ = ["OTHER_PROCESS", "CaseOutcome", "predict_dataset", "predict_files", "stage_case"]
+__all__ = ["OTHER_PROCESS", "CaseOutcome", "ExtraOutputs", "predict_dataset", "predict_files", "stage_case"]
 
 
 @dataclass
@@ -86,8 +92,9 @@ class CaseOutcome:
 
 
 def stage_case(predictor: Predictor, files: CaseFiles, out: Path, *, label_scheme: str | None = None,
-               output_label_scheme: str | None = None,
-               save_probabilities: bool = False) -> tuple[StagedOutputs, CaseOutcome]:
+               output_label_scheme: str | None = None, save_probabilities: bool = False,
+               model: dict[str, Any] | None = None,
+               extra_outputs: ExtraOutputs | None = None) -> tuple[StagedOutputs, CaseOutcome]:
     """Read and predict one case; write its outputs into ``OUT/.<ID>.tmp/`` (nothing in place yet).
 
     Args:
@@ -98,6 +105,8 @@ def stage_case(predictor: Predictor, files: CaseFiles, out: Path, *, label_schem
         output_label_scheme: scheme of the written label map (default: the input's, see
             :func:`output_scheme`).
         save_probabilities: also write probabilities (and uncertainty).
+        model: the model's identity (``{"name", "sha256"}``) for the statistics ``<ID>.json``.
+        extra_outputs: more files to write for the case (e.g. a DICOM-SEG), staged with the others.
 
     Returns:
         The staged files (move them with ``commit(label_path)``) and the outcome (``done``, with
@@ -115,18 +124,24 @@ def stage_case(predictor: Predictor, files: CaseFiles, out: Path, *, label_schem
     label = label_path(out, case.case_id)
     try:
         _stage_maps(staged, pred, case, out, predictor.target)
+        for final, writer in (extra_outputs(case, pred, out) if extra_outputs is not None else {}).items():
+            staged.write(final, writer)
+        timings = {"read": t_read, **pred.timings}
+        stats = prediction_stats(case.case_id, pred.labels, case.geometry, label_map=label.name, model=model,
+                                 timings={**timings, "case": time.perf_counter() - start})
+        staged.write(stats_path(out, case.case_id), partial(write_stats, stats))
         staged.write(label, lambda p: write_seg(pred.labels, case.geometry, p, scheme))
         shas = {str(final.relative_to(out)): sha256_file(path) for path, final in staged.staged_files()}
     except BaseException:
         staged.discard()
         raise
-    timings = {"read": t_read, **pred.timings}
     return staged, CaseOutcome(case.case_id, "done", time.perf_counter() - start, str(label), None, timings,
                                files=shas)
 
 
 def predict_files(predictor: Predictor, files: CaseFiles, out: Path, *, label_scheme: str | None = None,
-                  output_label_scheme: str | None = None, save_probabilities: bool = False) -> CaseOutcome:
+                  output_label_scheme: str | None = None, save_probabilities: bool = False,
+                  model: dict[str, Any] | None = None, extra_outputs: ExtraOutputs | None = None) -> CaseOutcome:
     """Read, predict and write one case (``OUT/<ID>.nii.gz``, in the input's geometry).
 
     With ``save_probabilities`` the probabilities go to ``OUT/probabilities/<ID>_<channel>.nii.gz``;
@@ -138,7 +153,7 @@ def predict_files(predictor: Predictor, files: CaseFiles, out: Path, *, label_sc
         predictor: the loaded model.
         files: the input case.
         out: output folder.
-        label_scheme, output_label_scheme, save_probabilities: as :func:`stage_case`.
+        label_scheme, output_label_scheme, save_probabilities, model, extra_outputs: as :func:`stage_case`.
 
     Returns:
         The outcome (status ``done``).
@@ -147,7 +162,8 @@ def predict_files(predictor: Predictor, files: CaseFiles, out: Path, *, label_sc
         Exception: anything reading, predicting or writing raises (see :func:`predict_dataset`).
     """
     staged, outcome = stage_case(predictor, files, out, label_scheme=label_scheme,
-                                 output_label_scheme=output_label_scheme, save_probabilities=save_probabilities)
+                                 output_label_scheme=output_label_scheme, save_probabilities=save_probabilities,
+                                 model=model, extra_outputs=extra_outputs)
     staged.commit(label_path(out, files.case_id))
     return outcome
 
@@ -178,6 +194,7 @@ class _Batch:
     index: ManifestIndex
     started: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
+    extra_outputs: ExtraOutputs | None = None
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
 
@@ -231,7 +248,8 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
                     label_scheme: str | None = None, output_label_scheme: str | None = None,
                     skip_existing: bool = False, save_probabilities: bool = False, manifest: Path | None = None,
                     on_result: Callable[[CaseOutcome], object] | None = None, force: bool = False,
-                    started: float | None = None, record: dict[str, Any] | None = None) -> list[CaseOutcome]:
+                    started: float | None = None, record: dict[str, Any] | None = None,
+                    extra_outputs: ExtraOutputs | None = None) -> list[CaseOutcome]:
     """Predict many cases; a failing case is recorded and the others go on.
 
     Args:
@@ -251,7 +269,9 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
         started: when the run began (``time.time()``; default: now). Cases another process
             finishes after it are not redone.
         record: more fields for every manifest line, e.g. ``{"model": {"name", "sha256"},
-            "options": {...}}`` (what ``glioseg evaluate`` reports as the predictions' provenance).
+            "options": {...}}`` (what ``glioseg evaluate`` reports as the predictions' provenance);
+            its ``model`` also goes into each case's statistics ``<ID>.json``.
+        extra_outputs: more files per case (see :data:`ExtraOutputs`), e.g. a DICOM-SEG.
 
     Returns:
         One outcome per case, in input order.
@@ -271,7 +291,7 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
                "save_probabilities": save_probabilities}
     log = manifest or manifest_path(out)
     batch = _Batch(predictor, out, log, options, skip_existing, force, ManifestIndex(out, [log]),
-                   started if started is not None else time.time(), dict(record or {}))
+                   started if started is not None else time.time(), dict(record or {}), extra_outputs)
     results = []
     for files in cases:
         result = _claim_and_run(batch, files)
@@ -324,7 +344,8 @@ def _run_claimed(batch: _Batch, files: CaseFiles, start: float) -> CaseOutcome:
         refusals, warnings = input_findings(files, batch.force)
         if refusals:
             return batch.record(_failed(files.case_id, start, "; ".join(refusals), warnings))
-        staged, outcome = stage_case(batch.predictor, files, batch.out, **batch.options)
+        staged, outcome = stage_case(batch.predictor, files, batch.out, model=batch.extra.get("model"),
+                                     extra_outputs=batch.extra_outputs, **batch.options)
     except Exception as exc:  # noqa: BLE001 (isolate the case: report it and let the batch go on)
         return batch.record(_failed(files.case_id, start, exc, warnings))
     outcome.warnings = warnings
