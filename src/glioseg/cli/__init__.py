@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from glioseg.cli import cv, data, evaluate, models, postprocess, predict, preprocess, show, train
+from glioseg.cli import radiomics as radiomics_cli
 from glioseg.cli.app import app, fail, version
 
 # (command name, function) in the order a user meets them
@@ -23,6 +24,11 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("tune-postprocess", postprocess.tune_postprocess_cmd),
     ("evaluate", evaluate.evaluate),
     ("cv", cv.cv),
+    ("features", radiomics_cli.features),
+    ("survival-fit", radiomics_cli.survival_fit),
+    ("survival-predict", radiomics_cli.survival_predict),
+    ("grade", radiomics_cli.grade),
+    ("grade-fit", radiomics_cli.grade_fit),
     ("show", show.show),
     ("plot-curves", train.plot_curves),
     ("info", data.info),
