@@ -12,6 +12,7 @@ from typing import Any
 
 from glioseg.cli import cv, data, evaluate, models, postprocess, predict, preprocess, show, train
 from glioseg.cli import radiomics as radiomics_cli
+from glioseg.cli import view as view_cli
 from glioseg.cli.app import app, fail, version
 
 # (command name, function) in the order a user meets them
@@ -30,6 +31,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("grade", radiomics_cli.grade),
     ("grade-fit", radiomics_cli.grade_fit),
     ("show", show.show),
+    ("view", view_cli.view),
     ("plot-curves", train.plot_curves),
     ("info", data.info),
     ("synth", data.synth),
