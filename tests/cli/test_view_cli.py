@@ -115,3 +115,40 @@ def test_output_is_a_folder(case, tmp_path):
     (tmp_path / "dir.html").mkdir()
     line = _error(runner.invoke(app, ["view", str(folder), "-o", str(tmp_path / "dir.html")]))
     assert "is a folder" in line
+
+
+def test_evaluate_viewer_writes_linked_pages(make_synthetic_dataset, tmp_path):
+    root = make_synthetic_dataset("brats2017", n_cases=2, shape=(24, 24, 24), seed=4)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    cases = find_cases(root)
+    for case in cases:
+        img = nib.load(str(case.label))
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header), str(pred / f"{case.case_id}.nii.gz"))
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", "--pred", str(pred), "--gt", str(root), "-o", str(out), "--viewer",
+                                 "--no-thumbnails"])
+    assert result.exit_code == 0, result.output
+    assert "[viewer 2/2]" in result.output and f"viewer pages: {out / 'viewer'}" in result.output
+    report = (out / "report.html").read_text()
+    for case in cases:
+        link = f'href="viewer/{case.case_id}.html"'
+        assert link in report
+        page = (out / "viewer" / f"{case.case_id}.html").read_text()
+        np.testing.assert_array_equal(_labels(page, "pred"), _labels(page, "gt"))  # the prediction is the truth
+        assert _labels(page, "pred").any()
+
+
+def test_evaluate_viewer_without_images_says_why(make_synthetic_dataset, tmp_path):
+    root = make_synthetic_dataset("brats2017", n_cases=1, shape=(24, 24, 24), seed=4)
+    case = find_cases(root)[0]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / f"{case.case_id}.nii.gz").write_bytes(case.label.read_bytes())  # ground truths without images
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", "--pred", str(labels), "--gt", str(labels), "-o", str(out),
+                                 "--viewer", "--no-thumbnails"])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.html").read_text()
+    assert "No viewer page for 1 cases" in report and "give --gt the dataset folder" in report
+    assert 'href="viewer/' not in report and list((out / "viewer").iterdir()) == []

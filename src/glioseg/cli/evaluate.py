@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,9 @@ def evaluate(
     out: Path | None = typer.Option(None, "-o", "--out", help="Report folder (default PRED/evaluation)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring cases in parallel."),
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Embed best/median/worst pictures."),
+    viewer: bool = typer.Option(False, "--viewer", help="Also write a NiiVue viewer page per case into "
+                                "REPORT/viewer/ (about 12 MB each for BraTS-sized cases; needs --gt to be a dataset "
+                                "folder with images) and link each case of the report to it."),
 ) -> None:
     """Score predictions by the BraTS rules of one protocol: CSV, JSON summary and an HTML report."""
     from glioseg.data.naming import DatasetError
@@ -61,11 +65,33 @@ def evaluate(
     except (DatasetError, FileNotFoundError, LabelSchemeError, ValueError) as exc:
         fail(str(exc))
     with writing(report_dir, "-o"):
-        paths = write_report(result, report_dir, thumbnails=thumbnails)
+        paths = write_report(result, report_dir, thumbnails=thumbnails,
+                             viewer=_viewer_writer(result) if viewer else None)
     _print_summary(result, paths)
     if result.failed:
         fail(f"{len(result.missing)} missing predictions {result.missing}, {len(result.errors)} unreadable: "
              + "; ".join(f"{k}: {v}" for k, v in result.errors.items()))
+
+
+def _viewer_writer(result: EvaluationResult) -> Callable[[str, Path], Path]:
+    """Writes one case's viewer page from the evaluation's files (its prediction and its ground truth)."""
+    from glioseg.data.nifti import CaseError
+    from glioseg.interop.viewer import write_case_viewer
+
+    total, done = len(result.pred_paths), [0]
+
+    def write(case_id: str, path: Path) -> Path:
+        files = result.gt_files.get(case_id)
+        if files is None or not files.images:
+            raise CaseError(case_id, "the ground truths come without images; give --gt the dataset folder "
+                            "(images and segmentations) to get viewer pages")
+        page = write_case_viewer(files, path, pred=result.pred_paths[case_id], label_scheme=result.label_scheme,
+                                 pred_label_scheme=result.pred_label_scheme)
+        done[0] += 1
+        typer.echo(f"[viewer {done[0]}/{total}] {case_id} ({page.stat().st_size / 1e6:.1f} MB)")
+        return page
+
+    return write
 
 
 def _echo_progress(scores: CaseScores, done: int, total: int) -> None:
@@ -83,7 +109,8 @@ def _print_summary(result: EvaluationResult, paths: dict[str, Path]) -> None:
                        f"HD95 {stats['hd95']['mean']:.2f} mm (median {stats['hd95']['median']:.2f})")
     typer.echo(f"pooled Dice (seed's number) {result.summary['all']['pooled_dice']['mean']:.4f}; "
                f"{len(result.cases)} cases in {result.seconds:.1f} s")
-    typer.echo(f"report: {paths['html']}  csv: {paths['csv']}  json: {paths['json']}")
+    typer.echo(f"report: {paths['html']}  csv: {paths['csv']}  json: {paths['json']}"
+               + (f"  viewer pages: {paths['viewer']}" if "viewer" in paths else ""))
     if result.unmatched_predictions:
         typer.echo(f"ignored {len(result.unmatched_predictions)} prediction files matching no case: "
                    f"{', '.join(result.unmatched_predictions[:5])}")

@@ -1,12 +1,12 @@
 """The self-contained HTML report of an evaluation (``glioseg evaluate`` writes ``report.html``).
 
-One file, readable offline: no external scripts, styles, fonts or images. It holds the inputs,
-their provenance (protocol, label schemes, model) when the summary records it, the conventions
-used, a summary table, box plots per region and metric, thumbnails of the best, median and worst
-cases (PNG embedded as base64, with orientation letters and a label legend), the failures, and a
-per-case table that sorts by any column when its header is clicked (a few lines of vanilla
-JavaScript). Pictures scale down to the page width and wide tables scroll inside their own box,
-so the page never scrolls sideways (checked in headless Chromium at 1366 px).
+One file, readable offline: no external scripts, styles, fonts or images. It holds the inputs, their
+provenance (protocol, label schemes, model) when the summary records it, the conventions used, a
+summary table, box plots per region and metric, thumbnails of the best, median and worst cases (PNG
+as base64, with orientation letters and a legend), the failures, the per-case scores and volumes
+(tables that sort when a header is clicked: vanilla JavaScript), with ``--viewer`` each case linked
+to its NiiVue page in ``viewer/``. Pictures scale down to the page width and wide tables scroll in
+their own box, so the page never scrolls sideways (checked in headless Chromium at 1366 px).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import html
 import math
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from glioseg.evaluation.evaluate import (
 )
 from glioseg.evaluation.figures import CONVENTIONS, DEFAULT_CONVENTION
 from glioseg.evaluation.metrics import LESION_METRICS, REGION_METRICS
+from glioseg.evaluation.report_tables import VOLUMES_NOTE, cases_table, fmt, volumes_table
 from glioseg.evaluation.scores import CaseScores
 from glioseg.labels import REGIONS, Region
 from glioseg.utils import atomic_write
@@ -86,12 +88,6 @@ def _png_tag(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return html.escape(str(value))
-
-
 def _metric_value(case: CaseScores, region: Region, metric: str) -> float:
     if metric in LESION_METRICS:
         return math.nan if case.lesion is None else float(getattr(case.lesion[region], metric))
@@ -141,36 +137,14 @@ def _summary_table(result: EvaluationResult) -> str:
     for metric in metrics:
         for region in REGIONS:
             entry = result.summary[region.value][metric]
-            cells = "".join(f"<td>{_fmt(entry[s])}</td>" for s in stats)
+            cells = "".join(f"<td>{fmt(entry[s])}</td>" for s in stats)
             rows.append(f'<tr><td class="id">{METRIC_TITLES[metric]}</td><td class="id">{region.value}</td>'
                         f"{cells}</tr>")
     pooled = result.summary["all"]["pooled_dice"]
     rows.append(f'<tr><td class="id">{METRIC_TITLES["pooled_dice"]}</td><td class="id">all</td>'
-                + "".join(f"<td>{_fmt(pooled[s])}</td>" for s in stats) + "</tr>")
+                + "".join(f"<td>{fmt(pooled[s])}</td>" for s in stats) + "</tr>")
     return (f'<table id="summary"><thead><tr><th class="id">metric</th><th class="id">region</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
-
-
-def _sortable_cell(key: str, value: object) -> str:
-    """One ``<td>`` whose ``data-value`` is what the table sorts on (empty for NaN)."""
-    sort_value = "" if isinstance(value, float) and math.isnan(value) else value
-    css = ' class="id"' if key in ("case_id", "status") else ""
-    return f'<td{css} data-value="{html.escape(str(sort_value))}">{_fmt(value)}</td>'
-
-
-def _cases_table(result: EvaluationResult) -> str:
-    rows = [c.to_row() for c in result.cases]
-    if not rows:
-        return "<p>No cases.</p>"
-    columns = [k for k in rows[0] if k != "message"]
-    head = "".join(f'<th class="{"id" if k in ("case_id", "status") else ""}">{html.escape(k)}</th>' for k in columns)
-    body = []
-    for row in rows:
-        cells = "".join(_sortable_cell(key, row[key]) for key in columns)
-        failed = ' class="failed"' if row["status"] != "ok" else ""
-        body.append(f"<tr{failed}>{cells}</tr>")
-    return (f'<table id="cases" class="sortable"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
 
 
 def _failures(result: EvaluationResult) -> str:
@@ -245,13 +219,31 @@ def _thumbnails(result: EvaluationResult, thumbnails: Sequence[tuple[str, bytes]
     return f"<p>{html.escape(THUMBNAIL_NOTE)}</p>{figures}"
 
 
-def render_html(result: EvaluationResult, thumbnails: Sequence[tuple[str, bytes]] | None = ()) -> str:
+VIEWER_DIR = "viewer"
+VIEWER_NOTE = (f"Each case ID links to its viewer page ({VIEWER_DIR}/<ID>.html, next to this report): the four "
+               "modalities with the prediction and the ground truth as label overlays, in the browser, offline.")
+# writes the viewer page of a case (ID) at a path; raises CaseError (or ValueError) when the case cannot be shown
+ViewerWriter = Callable[[str, Path], object]
+
+
+def _viewer_note(viewers: Mapping[str, str] | None, problems: Mapping[str, str]) -> str:
+    if viewers is None:
+        return ""
+    items = "".join(f"<li>{html.escape(cid)}: {html.escape(msg)}</li>" for cid, msg in problems.items())
+    missing = f"<p>No viewer page for {len(problems)} cases:</p><ul>{items}</ul>" if problems else ""
+    return f'<div id="viewer-note"><p>{html.escape(VIEWER_NOTE)}</p>{missing}</div>'
+
+
+def render_html(result: EvaluationResult, thumbnails: Sequence[tuple[str, bytes]] | None = (),
+                viewers: Mapping[str, str] | None = None, viewer_problems: Mapping[str, str] | None = None) -> str:
     """The report as one HTML string (no external resources).
 
     Args:
         result: the evaluation.
         thumbnails: ``(caption, PNG bytes)`` pairs, e.g. from :func:`case_thumbnails`; None when
             pictures were not asked for (the section says so instead of "No scored case").
+        viewers: case ID -> relative link of its viewer page; None without viewer pages.
+        viewer_problems: case ID -> why it has no viewer page.
 
     Returns:
         HTML text.
@@ -274,7 +266,9 @@ def render_html(result: EvaluationResult, thumbnails: Sequence[tuple[str, bytes]
 <h2>Distributions</h2>{plots}
 <h2>Best, median and worst cases (mean Dice)</h2><div id="thumbnails">{_thumbnails(result, thumbnails)}</div>
 {_failures(result)}
-<h2>Cases</h2><p>Click a column header to sort.</p><div class="scroll">{_cases_table(result)}</div>
+<h2>Cases</h2>{_viewer_note(viewers, viewer_problems or {})}<p>Click a column header to sort.</p>
+<div class="scroll">{cases_table(result.cases, viewers)}</div>
+<h2>Volumes (ml)</h2><p>{html.escape(VOLUMES_NOTE)}</p><div class="scroll">{volumes_table(result.cases, viewers)}</div>
 <h2>Conventions</h2><dl id="conventions">{conventions}</dl>
 <script>{SORT_SCRIPT}</script>
 </body></html>
@@ -334,33 +328,73 @@ def _thumbnail(result: EvaluationResult, name: str, case: CaseScores) -> tuple[s
     return caption, figure_png(fig, dpi=100)
 
 
-def write_report(result: EvaluationResult, out_dir: Path | str, thumbnails: bool = True) -> dict[str, Path]:
-    """Write ``cases.csv``, ``summary.json`` and ``report.html`` into a folder, all or none.
+def write_viewer_pages(result: EvaluationResult, folder: Path, writer: ViewerWriter
+                       ) -> tuple[dict[str, str], dict[str, str]]:
+    """Write ``<ID>.html`` into ``folder`` for every case with a prediction file.
 
-    The three files are written into a temporary folder inside ``out_dir`` and renamed into place
-    once all are complete, so a full disk leaves the folder as it was (no mix of old and new files).
+    Returns:
+        ``(case ID -> link relative to the report, case ID -> why it has no page)``.
+
+    Raises:
+        OSError: a page cannot be written (disk full, permissions): the caller drops them all.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    pages, problems = {}, {}
+    for case in result.cases:
+        if case.case_id not in result.pred_paths:
+            problems[case.case_id] = "no prediction file"
+            continue
+        try:
+            writer(case.case_id, folder / f"{case.case_id}.html")
+        except (CaseError, ValueError) as exc:
+            problems[case.case_id] = str(exc)
+            continue
+        pages[case.case_id] = f"{VIEWER_DIR}/{quote(case.case_id)}.html"
+    return pages, problems
+
+
+def write_report(result: EvaluationResult, out_dir: Path | str, thumbnails: bool = True,
+                 viewer: ViewerWriter | None = None) -> dict[str, Path]:
+    """Write ``cases.csv``, ``summary.json`` and ``report.html`` (and ``viewer/``) into a folder, all or none.
+
+    Everything is written into a temporary folder inside ``out_dir`` and renamed into place once
+    all is complete, so a full disk leaves the folder as it was (no mix of old and new files).
 
     Args:
         result: the evaluation.
         out_dir: report folder (created).
         thumbnails: embed thumbnails of the best, median and worst cases (reads their FLAIR).
+        viewer: writes one case's viewer page (e.g. :func:`glioseg.interop.viewer.write_case_viewer`
+            bound to the case's files); the pages go to ``out_dir/viewer/`` (replacing an older
+            one) and the report links them. None: no pages.
 
     Returns:
-        ``{"csv": ..., "json": ..., "html": ...}`` paths.
+        ``{"csv": ..., "json": ..., "html": ...}`` paths, and ``"viewer"`` (the folder) with ``viewer``.
 
     Raises:
         OSError: the folder cannot be created or written (nothing is left behind).
     """
     out_dir = Path(out_dir)
-    text = render_html(result, case_thumbnails(result) if thumbnails else None)
+    pictures = case_thumbnails(result) if thumbnails else None
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=".tmp", dir=out_dir))
     try:
+        pages, problems = (None, {}) if viewer is None else write_viewer_pages(result, staging / VIEWER_DIR, viewer)
+        text = render_html(result, pictures, pages, problems)
         staged = {
             "csv": write_cases_csv(result, staging / "cases.csv"),
             "json": write_summary_json(result, staging / "summary.json"),
             "html": atomic_write(staging / "report.html", lambda tmp: tmp.write_text(text, encoding="utf-8")),
         }
-        return {key: path.replace(out_dir / path.name) for key, path in staged.items()}
+        if viewer is not None:
+            staged["viewer"] = _swap_in(staging / VIEWER_DIR, out_dir / VIEWER_DIR, staging)
+        return {key: path.replace(out_dir / path.name) if key != "viewer" else path for key, path in staged.items()}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(new: Path, target: Path, trash: Path) -> Path:
+    """Rename the folder ``new`` to ``target``, moving an older ``target`` into ``trash`` first."""
+    if target.exists() or target.is_symlink():
+        target.rename(trash / f"old-{target.name}")
+    return new.rename(target)
