@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from glioseg.cli.app import check_label_scheme, console, fail, read_one_case
+from glioseg.cli.dicom_inputs import dicom_cases, scratch_folder, series_option
 from glioseg.cli.paths import check_output_dir, check_output_file, writing
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
@@ -15,6 +16,8 @@ if TYPE_CHECKING:  # annotations only: the modules are imported inside the comma
 
     import numpy as np
 
+    from glioseg.data.nifti import Case
+    from glioseg.data.reports import DatasetReport
     from glioseg.labels import LabelScheme
 
 
@@ -26,16 +29,45 @@ def check(
     layout: str | None = typer.Option(None, "--layout", help="Force a layout: brats2017, "
                                       "brats2023, msd or nnunet."),
     workers: int = typer.Option(1, "--workers", min=1, help="Cases read in parallel."),
+    dicom: bool = typer.Option(False, "--dicom", help="DATASET is a folder of DICOM MR series (one study, or one "
+                               "sub-folder per study): check the series assignment and the converted volumes."),
+    series: str | None = typer.Option(None, "--series", help="With --dicom: assign series by hand, e.g. "
+                                      "t1=UID,flair=UID."),
 ) -> None:
     """Check every case's files (modalities, dimensions, geometry, values, labels); exit 1 if any fails."""
     from glioseg.data.checks import check_dataset
-    from glioseg.data.reports import report_lines, report_table, write_report_json
 
     check_label_scheme(label_scheme)
+    series_option(series, dataset if dicom else None)
     if json_report is not None:
         check_output_file(json_report, "--json")
-        _check_not_an_input(json_report, dataset, "--json")
-    report = check_dataset(dataset, label_scheme=label_scheme, layout=layout, workers=workers)
+        _check_not_an_input(json_report, dataset, "--json", dicom)
+    if dicom:
+        with scratch_folder(True) as scratch:
+            assert scratch is not None  # internal: asked for
+            _print_report(_check_dicom(dataset, series, scratch), json_report)
+        return
+    _print_report(check_dataset(dataset, label_scheme=label_scheme, layout=layout, workers=workers), json_report)
+
+
+def _check_dicom(dataset: Path, series: str | None, scratch: Path) -> DatasetReport:
+    """The checks of ``glioseg check`` on the studies of a DICOM folder (converted into ``scratch``)."""
+    import time
+
+    from glioseg.data.checks import inspect_case
+    from glioseg.data.reports import DatasetReport
+
+    start = time.perf_counter()
+    cases, _ = dicom_cases(dataset, series, scratch)
+    report = DatasetReport(dataset, "dicom", [inspect_case(case) for case in cases])
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _print_report(report: DatasetReport, json_report: Path | None) -> None:
+    """The table, the findings, the JSON report and a summary line; exit 1 when a case failed."""
+    from glioseg.data.reports import report_lines, report_table, write_report_json
+
     if report.cases:
         console().print(report_table(report))
     for line in report_lines(report):
@@ -50,12 +82,12 @@ def check(
         raise typer.Exit(1)
 
 
-def _check_not_an_input(path: Path, dataset: Path, option: str) -> None:
+def _check_not_an_input(path: Path, dataset: Path, option: str, dicom: bool = False) -> None:
     """Exit with a one-line error when ``path`` is one of the dataset's own files (an image, a label,
-    an MSD/nnU-Net ``dataset.json``), which writing a report there would replace."""
+    an MSD/nnU-Net ``dataset.json``, any file of a DICOM folder), which writing a report there would replace."""
     inside = dataset.resolve() in path.resolve().parents
     name = path.name.lower()
-    if path.is_file() and inside and (name == "dataset.json" or name.endswith((".nii", ".nii.gz"))):
+    if path.is_file() and inside and (dicom or name == "dataset.json" or name.endswith((".nii", ".nii.gz"))):
         fail(f"{option}: {path} is a file of the dataset {dataset}; give a path for a new report")
 
 
@@ -63,22 +95,52 @@ def info(
     case: Path = typer.Argument(..., help="A case folder (any layout) or a dataset folder."),
     label_scheme: str | None = typer.Option(None, "--label-scheme", help="Label scheme of the input "
                                             "segmentation \\[detected]."),
+    dicom: bool = typer.Option(False, "--dicom", help="CASE is a folder holding one study's DICOM MR series."),
+    series: str | None = typer.Option(None, "--series", help="With --dicom: assign series by hand, e.g. "
+                                      "t1=UID,flair=UID."),
 ) -> None:
     """Print modalities, shape, spacing, orientation, intensity ranges and label volumes."""
     from glioseg.data.naming import DatasetError
-    from glioseg.data.nifti import MODALITIES, CaseError
+    from glioseg.data.nifti import CaseError
     from glioseg.labels import LabelSchemeError
 
+    series_option(series, case if dicom else None)
+    if dicom:
+        with scratch_folder(True) as scratch:
+            assert scratch is not None  # internal: asked for
+            _info_dicom(case, series, scratch)
+        return
     try:
         c = read_one_case(case, check_label_scheme(label_scheme))
     except (DatasetError, CaseError, LabelSchemeError) as exc:
         fail(str(exc))
+    _echo_case(c, {m: src.path.name for m, src in c.files.images.items()})
+
+
+def _info_dicom(folder: Path, series: str | None, scratch: Path) -> None:
+    """``info`` of the one study in a DICOM folder (its series named instead of the converted files)."""
+    from glioseg.data.nifti import CaseError, read_case
+
+    cases, studies = dicom_cases(folder, series, scratch)
+    if len(cases) != 1:
+        fail(f"{folder}: holds {len(cases)} studies ({', '.join(c.case_id for c in cases)}); give one study's folder")
+    try:
+        c = read_case(cases[0])
+    except CaseError as exc:
+        fail(str(exc))
+    _echo_case(c, {m: f"series #{s.number} {s.description!r}" for m, s in studies[0].series.items()})
+
+
+def _echo_case(c: Case, sources: dict[str, str]) -> None:
+    """Shape, spacing, orientation, each modality's source and range, and the label volumes."""
+    from glioseg.data.nifti import MODALITIES
+
     geo = c.geometry
     typer.echo(f"case        {c.case_id}  (layout {c.files.layout})")
     typer.echo(f"shape       {geo.shape}  spacing {tuple(round(s, 3) for s in geo.spacing)} mm  "
                f"orientation {''.join(geo.axcodes)}")
     for ch, mod in zip(c.image, MODALITIES, strict=True):
-        typer.echo(f"{mod:<11} {c.files.images[mod].path.name}  range [{ch.min():.1f}, {ch.max():.1f}]  "
+        typer.echo(f"{mod:<11} {sources[mod]}  range [{ch.min():.1f}, {ch.max():.1f}]  "
                    f"nonzero {(ch != 0).mean() * 100:.1f}%")
     if c.label is not None and c.scheme is not None:
         _echo_label_volumes(c.label, c.scheme, geo.spacing)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from glioseg.cli.app import CaseBar, check_label_scheme, check_tta_and_precision, fail
+from glioseg.cli.dicom_inputs import (
+    SEG_REFERENCE,
+    check_outside_dicom,
+    dicom_cases,
+    reference_series,
+    scratch_folder,
+    series_option,
+)
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from glioseg.data.nifti import CaseFiles
-    from glioseg.inference.batch import CaseOutcome
+    from glioseg.inference.batch import CaseOutcome, ExtraOutputs
     from glioseg.inference.predictor import Predictor
+    from glioseg.interop.dicom import SeriesInfo
 
 
 def _parse_folds(text: str | None) -> list[int] | None:
@@ -41,6 +51,46 @@ def _check_options(overlap: float, margin: float, tta: str, precision: str, num_
         fail(problem)
 
 
+OUTPUT_FORMATS = ("nifti", "dicom-seg")
+
+
+def _check_dicom_options(input_: Path | None, files: tuple[Path | None, ...], dicom: Path | None,
+                         series: str | None, output_format: str, reference: Path | None) -> None:
+    """Exit with one line for --dicom / --series / --output-format / --reference given together wrongly."""
+    if output_format not in OUTPUT_FORMATS:
+        fail(f"--output-format {output_format!r}: choose one of {list(OUTPUT_FORMATS)}")
+    series_option(series, dicom)
+    if dicom is not None and (input_ is not None or any(f is not None for f in files)):
+        fail("give either --dicom DIR or -i INPUT / --t1 --t1ce --t2 --flair, not both")
+    if reference is not None and dicom is not None:
+        fail("--reference is for NIfTI input; with --dicom the SEG references the study's own T1ce series")
+    if reference is not None and output_format != "dicom-seg":
+        fail("--reference names the series a DICOM-SEG references; add --output-format dicom-seg")
+    if output_format == "dicom-seg" and dicom is None and reference is None:
+        fail("--output-format dicom-seg needs the source series: give --dicom DIR, or --reference SERIES_DIR "
+             "(the DICOM series the NIfTI case was made from)")
+
+
+def _seg_references(dicom_studies: list[Any] | None, reference: Path | None, cases: list[CaseFiles],
+                    output_format: str) -> dict[str, SeriesInfo] | None:
+    """Case ID -> the series its DICOM-SEG references (None without --output-format dicom-seg)."""
+    if output_format != "dicom-seg":
+        return None
+    if dicom_studies is not None:
+        return {study.case_id: study.series[SEG_REFERENCE] for study in dicom_studies}
+    assert reference is not None  # internal: _check_dicom_options demands one of them
+    return reference_series(reference, cases)
+
+
+def _extra_outputs(references: dict[str, SeriesInfo] | None, record: dict[str, Any]) -> ExtraOutputs | None:
+    """The DICOM-SEG writer of :func:`glioseg.interop.dicom_seg.seg_outputs`, when asked for."""
+    if references is None:
+        return None
+    from glioseg.interop.dicom_seg import seg_outputs
+
+    return seg_outputs(references, record.get("model"))
+
+
 def _predict_inputs(input_: Path | None, t1: Path | None, t1ce: Path | None, t2: Path | None,
                     flair: Path | None, case_id: str | None) -> list[CaseFiles]:
     """Cases from -i (case or dataset folder) or from the four files given one by one."""
@@ -61,7 +111,7 @@ def _predict_inputs(input_: Path | None, t1: Path | None, t1ce: Path | None, t2:
     if case_id is not None:
         fail("--case-id names a case given as --t1 --t1ce --t2 --flair; with -i the IDs come from the dataset")
     if input_ is None:
-        fail("no input: give -i CASE_OR_DATASET_FOLDER, or --t1 --t1ce --t2 --flair")
+        fail("no input: give -i CASE_OR_DATASET_FOLDER, --t1 --t1ce --t2 --flair, or --dicom DICOM_FOLDER")
     try:
         return find_cases(input_)
     except DatasetError as exc:
@@ -139,14 +189,19 @@ def predict(
     flair: Path | None = typer.Option(None, "--flair", help="FLAIR file."),
     case_id: str | None = typer.Option(None, "--case-id", help="ID (output name) of the case given by --t1 ... "
                                        "\\[from the T1 file name, else its folder's name]."),
+    dicom: Path | None = typer.Option(None, "--dicom", help="A folder of DICOM MR series: one study, or one "
+                                      "sub-folder per study (one case each); series assigned to T1/T1ce/T2/FLAIR "
+                                      "by description and contrast tags."),
+    series: str | None = typer.Option(None, "--series", help="With --dicom: assign series by hand, e.g. "
+                                      "t1=UID,flair=UID (the others are assigned automatically)."),
+    output_format: str = typer.Option("nifti", "--output-format", help="nifti, or dicom-seg: also "
+                                      "<OUT>/<ID>.seg.dcm on the source series (--dicom, or --reference)."),
+    reference: Path | None = typer.Option(None, "--reference", help="With --output-format dicom-seg and NIfTI "
+                                          "input: the folder of the DICOM series the SEG references."),
 ) -> None:
-    """Segment cases with a trained model; write <OUT>/<ID>.nii.gz in each input's geometry."""
+    """Segment cases with a trained model; write <OUT>/<ID>.nii.gz in each input's geometry and <OUT>/<ID>.json
+    (volumes, components, bounding boxes, model, timings)."""
     import time
-
-    from glioseg.inference.batch import predict_dataset
-    from glioseg.inference.cases import select_shard
-    from glioseg.inference.manifest import manifest_path
-    from glioseg.runtime import tune_allocator
 
     started = time.time()  # cases another process finishes after this are not redone
     check_label_scheme(label_scheme)
@@ -155,24 +210,60 @@ def predict(
     _check_options(overlap, margin, tta, precision, num_shards, shard_id)
     _check_backend(backend, device, mc_dropout, precision)
     fold_list = _parse_folds(folds)
-    every_case = _predict_inputs(input_, t1, t1ce, t2, flair, case_id)
+    _check_dicom_options(input_, (t1, t1ce, t2, flair), dicom, series, output_format, reference)
+    if dicom is not None:
+        check_outside_dicom(out, dicom, "-o/--out")
+    with scratch_folder(dicom is not None) as scratch:
+        studies = None
+        if dicom is not None and scratch is not None:
+            every_case, studies = dicom_cases(dicom, series, scratch)
+        else:
+            every_case = _predict_inputs(input_, t1, t1ce, t2, flair, case_id)
+        references = _seg_references(studies, reference, every_case, output_format)
+        _run(every_case, out, num_shards, shard_id, save_probabilities, output_label_scheme, label_scheme, threads,
+             started, references, skip_existing, force, _Model(model, fold_list, backend, graph_cache, {
+                 "device": device, "precision": precision, "tta": tta, "cascade": cascade, "margin_mm": margin,
+                 "overlap": overlap, "tile_batch": tile_batch, "mc_samples": mc_dropout,
+                 "single_threaded_tiles": single_threaded_tiles}))
+
+
+@dataclass
+class _Model:
+    """What -m and the inference options say about the model to load."""
+
+    spec: str | None
+    folds: list[int] | None
+    backend: str
+    graph_cache: Path | None
+    options: dict[str, Any]
+
+
+def _run(every_case: list[CaseFiles], out: Path, num_shards: int, shard_id: int, save_probabilities: bool,
+         output_label_scheme: str | None, label_scheme: str | None, threads: int | None, started: float,
+         references: dict[str, SeriesInfo] | None, skip_existing: bool, force: bool, model: _Model) -> None:
+    """Check the outputs, load the model and predict this shard's cases."""
+    from glioseg.inference.batch import predict_dataset
+    from glioseg.inference.cases import select_shard
+    from glioseg.inference.manifest import manifest_path
+    from glioseg.runtime import tune_allocator
+
     cases = select_shard(every_case, num_shards, shard_id)
     manifest = manifest_path(out, num_shards, shard_id)
     _check_outputs(every_case, out, manifest, save_probabilities)  # all shards: no shard writes among inputs
     output_label_scheme = _output_scheme(every_case, output_label_scheme, label_scheme)  # once, for all shards
     tune_allocator()
     _set_threads(threads)
-    predictor = _load_predictor(model, fold_list, backend, graph_cache, device=device, precision=precision, tta=tta,
-                                cascade=cascade, margin_mm=margin, overlap=overlap, tile_batch=tile_batch,
-                                mc_samples=mc_dropout, single_threaded_tiles=single_threaded_tiles)
-    record = _manifest_record(model, {"backend": backend, "precision": precision, "tta": tta, "cascade": cascade,
-                                      "overlap": overlap, "margin_mm": margin, "mc_dropout": mc_dropout,
-                                      "folds": fold_list, "force": force})
+    predictor = _load_predictor(model.spec, model.folds, model.backend, model.graph_cache, **model.options)
+    opts = model.options
+    record = _manifest_record(model.spec, {"backend": model.backend, "precision": opts["precision"],
+                                           "tta": opts["tta"], "cascade": opts["cascade"], "overlap": opts["overlap"],
+                                           "margin_mm": opts["margin_mm"], "mc_dropout": opts["mc_samples"],
+                                           "folds": model.folds, "force": force})
     with CaseBar("predict", len(cases)) as bar:
         results = predict_dataset(predictor, cases, out, label_scheme=label_scheme,
                                   output_label_scheme=output_label_scheme, skip_existing=skip_existing,
                                   save_probabilities=save_probabilities, manifest=manifest, force=force,
-                                  started=started, record=record,
+                                  started=started, record=record, extra_outputs=_extra_outputs(references, record),
                                   on_result=lambda r: bar.advance(r.case_id, r.status, r.error, f" {r.seconds:.1f}s"))
     _summarise(results, out, manifest)
 

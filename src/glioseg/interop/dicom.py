@@ -287,3 +287,21 @@ def convert_study(study: DicomStudy, folder: Path | str) -> CaseFiles:
         nib.save(img, str(path))
         images[modality] = ImageSource(path)
     return CaseFiles(study.case_id, images, None, "dicom", None, (), "DICOM series (no segmentation)")
+
+
+def parse_series(text: str | None) -> dict[str, str]:
+    """``"t1=1.2.3,flair=1.2.4"`` -> ``{"t1": "1.2.3", "flair": "1.2.4"}`` (``--series``).
+
+    Raises:
+        DicomError: a malformed item, an unknown or repeated modality, or one UID given twice.
+    """
+    overrides: dict[str, str] = {}
+    for item in [i.strip() for i in (text or "").split(",") if i.strip()]:
+        modality, _, uid = (part.strip() for part in item.partition("="))
+        if modality.lower() not in MODALITIES or not uid or modality.lower() in overrides:
+            raise DicomError(f"--series {text!r}: give modality=SeriesInstanceUID pairs, each of "
+                             f"{', '.join(MODALITIES)} at most once, e.g. --series t1ce=1.2.840.1,flair=1.2.840.2")
+        overrides[modality.lower()] = uid
+    if len(set(overrides.values())) != len(overrides):
+        raise DicomError(f"--series {text!r}: one series given for two modalities; give each its own series")
+    return overrides

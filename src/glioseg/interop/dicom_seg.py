@@ -16,6 +16,7 @@ plane positions alone, which is what tests compare to catch orientation mistakes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,10 @@ from glioseg.labels import CANONICAL_NAMES, ED, ET, NCR, RC
 from glioseg.utils import atomic_write
 
 if TYPE_CHECKING:
+    from glioseg.data.nifti import Case
+    from glioseg.inference.batch import ExtraOutputs
+    from glioseg.inference.predictor import Prediction
+    from glioseg.interop.dicom import SeriesInfo
     from glioseg.interop.dicom_volume import SeriesVolume
 
 SEG_SUFFIX = ".seg.dcm"
@@ -173,3 +178,34 @@ def read_dicom_seg_geometry(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     for number, canon in mapping.items():
         lut[number] = canon
     return lut[np.asarray(volume.array, dtype=np.int64)], LPS_TO_RAS @ np.asarray(volume.affine, dtype=np.float64)
+
+
+def seg_outputs(references: dict[str, SeriesInfo], model: dict[str, Any] | None = None) -> ExtraOutputs:
+    """The ``extra_outputs`` of :func:`glioseg.inference.batch.predict_dataset` that add ``OUT/<ID>.seg.dcm``.
+
+    The label map is moved from the case's grid onto its reference series' grid (axis order and
+    direction only: :func:`glioseg.interop.dicom_volume.map_to_grid`) and the SEG is built before
+    anything is staged, so a case whose grid is not its series' fails with nothing written.
+
+    Args:
+        references: case ID -> the series its SEG references (cases without one get no SEG).
+        model: the model's identity, recorded in the SEG.
+    """
+    from glioseg.interop.dicom_volume import map_to_grid, read_series
+
+    def outputs(case: Case, pred: Prediction, out: Path) -> dict[Path, Callable[[Path], object]]:
+        series = references.get(case.case_id)
+        if series is None:
+            return {}
+        source = read_series(series, f"case {case.case_id} (DICOM-SEG reference)")
+        geometry = case.geometry
+        try:
+            labels = map_to_grid(geometry.from_canonical(pred.labels), geometry.affine, source.data.shape,
+                                 source.affine)
+        except ValueError as exc:
+            raise ValueError(f"case {case.case_id}: its grid is not that of the reference series "
+                             f"{series.label()}: {exc}") from exc
+        seg = build_dicom_seg(labels, source, model=model)
+        return {seg_path(out, case.case_id): lambda path: seg.save_as(path)}
+
+    return outputs
