@@ -120,6 +120,7 @@ def test_survival_predict_from_images_with_the_shipped_model_needs_only_age(data
     rows = _rows(out)
     assert len(rows) == 6 and {r["model"] for r in rows} == {"age_linear"}
     assert len({r["predicted_days"] for r in rows}) == 1  # the shipped baseline reads the age only
+    assert {r["segmentation"] for r in rows} == {"not needed (age-only model)"}  # so nothing was segmented
 
 
 def test_a_clinical_file_without_the_survival_column_is_refused_in_one_line(features_csv, tmp_path):
@@ -178,3 +179,37 @@ def test_a_case_that_fails_is_named_and_the_others_are_written(dataset, tmp_path
     _refused(["features", "-i", root, "--ground-truth", "-o", out], "1 case(s) failed",
              victim.name.removesuffix("_seg.nii.gz"))
     assert len(_rows(out)) == 5
+
+
+def test_survival_predict_with_an_imaging_model_measures_the_cases(dataset, tmp_path):
+    from glioseg.radiomics.models_io import FittedModel, save_model
+
+    model = FittedModel("survival", "linear", "wt_linear", ["age", "vol_WT_ml"], [0.0, 0.0], [1.0, 1.0],
+                        [2.0, -10.0], 500.0, "days")
+    save_model(model, tmp_path / "m")
+    features = tmp_path / "f.csv"
+    _ok(["features", "-i", dataset, "--ground-truth", "-o", features])
+    ages = tmp_path / "ages.csv"
+    ages.write_text("BraTS18ID,Age\n" + "".join(f"{r['case_id']},50\n" for r in _rows(features)))
+    out = tmp_path / "s.csv"
+    _ok(["survival-predict", "-i", dataset, "--ground-truth", "--clinical", ages, "-m", tmp_path / "m", "-o", out])
+    volumes = {r["case_id"]: float(r["vol_WT_ml"]) for r in _rows(features)}
+    for row in _rows(out):
+        assert float(row["predicted_days"]) == pytest.approx(round(600 - 10 * volumes[row["case_id"]]))
+        assert row["segmentation"] == "ground truth"
+
+
+@pytest.mark.slow
+def test_without_seg_the_shipped_segmentation_model_runs_as_glioseg_predict_does(tmp_path):
+    from glioseg.data.synthetic import write_synthetic_dataset
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, 1, layout="brats2017", shape=(64, 64, 64), seed=4)  # the 2 mm model needs >= 64 mm
+    predicted = tmp_path / "predicted.csv"
+    _ok(["features", "-i", data, "-o", predicted, "--device", "cpu"])
+    _ok(["predict", "-i", data, "-o", tmp_path / "segs", "--device", "cpu"])
+    from_predict = tmp_path / "from_predict.csv"
+    _ok(["features", "-i", data, "--seg", tmp_path / "segs", "-o", from_predict])
+    a, b = _rows(predicted)[0], _rows(from_predict)[0]
+    assert a.pop("segmentation").startswith("predicted by ") and b.pop("segmentation").startswith("file ")
+    assert a == b  # the same label map as `glioseg predict` writes

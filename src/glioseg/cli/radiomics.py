@@ -107,6 +107,22 @@ def _table(inputs: list[Path] | None, features_csv: Path | None, seg: Path | Non
     return _as_table(rows), rows
 
 
+def _case_ids_only(inputs: list[Path]) -> FeatureTable:
+    """The cases of ``inputs`` with no feature columns (for a model that reads the age alone)."""
+    import numpy as np
+
+    from glioseg.data.layouts import find_cases_in
+    from glioseg.data.naming import DatasetError
+    from glioseg.radiomics.features import FeatureTable
+
+    try:
+        cases, _ = find_cases_in(inputs)
+    except DatasetError as exc:
+        fail(str(exc))
+    ids = [c.case_id for c in cases]
+    return FeatureTable(ids, (), np.zeros((len(ids), 0)), ["not needed (age-only model)"] * len(ids))
+
+
 def features(
     inputs: list[Path] = typer.Option(..., "-i", "--input", help=_INPUT_HELP),
     out: Path = typer.Option(..., "-o", "--out", help="Output CSV: case_id, segmentation, one column per feature."),
@@ -169,7 +185,11 @@ def survival_predict(
     seg_model: str | None = typer.Option(None, "--seg-model", help=_MODEL_HELP),
     device: str = typer.Option("auto", "--device", help="Device of the segmentation model: auto, cpu, cuda."),
 ) -> None:
-    """Predict overall survival (days and short/mid/long class) per case."""
+    """Predict overall survival (days and short/mid/long class) per case.
+
+    Cases are segmented (--seg, --ground-truth or the segmentation model) only when the survival
+    model reads imaging features; the shipped model reads the age alone.
+    """
     import numpy as np
 
     from glioseg.radiomics.clinical import read_survival_table, survival_class
@@ -184,7 +204,10 @@ def survival_predict(
     except RadiomicsError as exc:
         fail(str(exc))
     _need_inputs(inputs, features_csv)
-    table, extracted = _table(inputs, features_csv, seg, ground_truth, seg_model, device)
+    if set(fitted.inputs) <= {AGE} and features_csv is None:  # an age-only model: no segmentation needed
+        table, extracted = _case_ids_only(list(inputs or [])), []
+    else:
+        table, extracted = _table(inputs, features_csv, seg, ground_truth, seg_model, device)
     missing = [c for c in table.case_ids if c not in patients]
     if missing:
         fail(f"--clinical {clinical}: no Age for case(s) {', '.join(missing)}; add a row BraTS18ID,Age per case")
