@@ -204,8 +204,9 @@ def survival_predict(
     except RadiomicsError as exc:
         fail(str(exc))
     _need_inputs(inputs, features_csv)
+    extracted: list[FeatureRow] = []
     if set(fitted.inputs) <= {AGE} and features_csv is None:  # an age-only model: no segmentation needed
-        table, extracted = _case_ids_only(list(inputs or [])), []
+        table = _case_ids_only(list(inputs or []))
     else:
         table, extracted = _table(inputs, features_csv, seg, ground_truth, seg_model, device)
     missing = [c for c in table.case_ids if c not in patients]
