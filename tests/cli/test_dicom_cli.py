@@ -236,3 +236,16 @@ def test_real_case_as_dicom_with_the_shipped_model(tmp_path: Path, shared_brats1
     pred = np.asarray(nib.load(str(out / f"{case_dir.name}.nii.gz")).dataobj)
     both = np.count_nonzero((truth > 0) & (pred > 0))
     assert 2 * both / (np.count_nonzero(truth) + np.count_nonzero(pred)) > 0.7, "whole-tumour Dice on the DICOM path"
+
+
+def test_skip_existing_redoes_a_case_without_its_seg(tmp_path: Path, fake) -> None:
+    dicom = _dicom_study(tmp_path / "patient3")
+    out = tmp_path / "out"
+    args = ["predict", "--dicom", str(dicom), "-o", str(out), "--output-format", "dicom-seg", "--skip-existing"]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "0 predicted, 1 skipped" in result.output
+    (out / "patient3.seg.dcm").unlink()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "1 predicted, 0 skipped" in result.output
+    _seg_equals_nifti(out, "patient3", dicom / "t1ce")

@@ -149,3 +149,13 @@ def test_broken_series_are_refused(tmp_path: Path) -> None:
     [flair] = [s for s in find_series(root) if s.files[0].parent.name == "flair"]
     with pytest.raises(DicomError, match="share one ImagePositionPatient"):
         read_series(flair)
+
+
+def test_parse_series() -> None:
+    from glioseg.interop.dicom import parse_series
+
+    assert parse_series("T1=1.2.3, flair=1.2.4") == {"t1": "1.2.3", "flair": "1.2.4"}
+    assert parse_series(None) == {}
+    for bad in ("t1", "t1=", "dwi=1.2", "t1=1.2,t1=1.3", "t1=1.2,t2=1.2"):
+        with pytest.raises(DicomError, match="--series"):
+            parse_series(bad)

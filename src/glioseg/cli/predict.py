@@ -83,12 +83,12 @@ def _seg_references(dicom_studies: list[Any] | None, reference: Path | None, cas
 
 
 def _extra_outputs(references: dict[str, SeriesInfo] | None, record: dict[str, Any]) -> ExtraOutputs | None:
-    """The DICOM-SEG writer of :func:`glioseg.interop.dicom_seg.seg_outputs`, when asked for."""
+    """The DICOM-SEG writer (:class:`glioseg.interop.dicom_seg.SegOutputs`), when asked for."""
     if references is None:
         return None
-    from glioseg.interop.dicom_seg import seg_outputs
+    from glioseg.interop.dicom_seg import SegOutputs
 
-    return seg_outputs(references, record.get("model"))
+    return SegOutputs(references, record.get("model"))
 
 
 def _predict_inputs(input_: Path | None, t1: Path | None, t1ce: Path | None, t2: Path | None,

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from glioseg.data.nifti import Case, CaseFiles, failure_message, read_case, write_image, write_seg
 from glioseg.inference import claims
@@ -53,8 +53,17 @@ from glioseg.labels import get_scheme
 if TYPE_CHECKING:
     from glioseg.inference.predictor import Prediction, Predictor
 
-ExtraOutputs = Callable[[Case, "Prediction", Path], dict[Path, Callable[[Path], object]]]
-"""More files per case: ``(case, prediction, out) -> {final path: writer(staged path)}``, e.g. a DICOM-SEG."""
+
+
+class ExtraOutputs(Protocol):
+    """More files per case (e.g. a DICOM-SEG), staged and committed with the label map."""
+
+    def files(self, out: Path, case_id: str) -> list[Path]:
+        """The files a complete case has (``--skip-existing`` redoes a case that lacks one)."""
+
+    def writers(self, case: Case, pred: Prediction, out: Path) -> dict[Path, Callable[[Path], object]]:
+        """Final path -> ``writer(staged_path)``; raise here (before anything is staged) to fail the case."""
+
 
 OTHER_PROCESS = ("being predicted by", "done by")  # how the reasons of cases left to another process start
 
@@ -124,7 +133,7 @@ def stage_case(predictor: Predictor, files: CaseFiles, out: Path, *, label_schem
     label = label_path(out, case.case_id)
     try:
         _stage_maps(staged, pred, case, out, predictor.target)
-        for final, writer in (extra_outputs(case, pred, out) if extra_outputs is not None else {}).items():
+        for final, writer in (extra_outputs.writers(case, pred, out) if extra_outputs is not None else {}).items():
             staged.write(final, writer)
         timings = {"read": t_read, **pred.timings}
         stats = prediction_stats(case.case_id, pred.labels, case.geometry, label_map=label.name, model=model,
@@ -271,7 +280,7 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
         record: more fields for every manifest line, e.g. ``{"model": {"name", "sha256"},
             "options": {...}}`` (what ``glioseg evaluate`` reports as the predictions' provenance);
             its ``model`` also goes into each case's statistics ``<ID>.json``.
-        extra_outputs: more files per case (see :data:`ExtraOutputs`), e.g. a DICOM-SEG.
+        extra_outputs: more files per case (see :class:`ExtraOutputs`), e.g. a DICOM-SEG.
 
     Returns:
         One outcome per case, in input order.
@@ -328,6 +337,8 @@ def _skip_reason(batch: _Batch, files: CaseFiles) -> str | None:
         return elsewhere
     maps = expected_maps(batch.out, files.case_id, batch.predictor.target, batch.options["save_probabilities"],
                          batch.uncertainty())
+    if maps is not None and batch.extra_outputs is not None:
+        maps = [*maps, *batch.extra_outputs.files(batch.out, files.case_id)]
     if is_complete(files, batch.out, maps, batch.index.latest_done(files.case_id)):
         return "complete outputs exist (--skip-existing)"
     return None

@@ -27,7 +27,6 @@ from glioseg.utils import atomic_write
 
 if TYPE_CHECKING:
     from glioseg.data.nifti import Case
-    from glioseg.inference.batch import ExtraOutputs
     from glioseg.inference.predictor import Prediction
     from glioseg.interop.dicom import SeriesInfo
     from glioseg.interop.dicom_volume import SeriesVolume
@@ -180,7 +179,7 @@ def read_dicom_seg_geometry(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     return lut[np.asarray(volume.array, dtype=np.int64)], LPS_TO_RAS @ np.asarray(volume.affine, dtype=np.float64)
 
 
-def seg_outputs(references: dict[str, SeriesInfo], model: dict[str, Any] | None = None) -> ExtraOutputs:
+class SegOutputs:
     """The ``extra_outputs`` of :func:`glioseg.inference.batch.predict_dataset` that add ``OUT/<ID>.seg.dcm``.
 
     The label map is moved from the case's grid onto its reference series' grid (axis order and
@@ -191,10 +190,25 @@ def seg_outputs(references: dict[str, SeriesInfo], model: dict[str, Any] | None 
         references: case ID -> the series its SEG references (cases without one get no SEG).
         model: the model's identity, recorded in the SEG.
     """
-    from glioseg.interop.dicom_volume import map_to_grid, read_series
 
-    def outputs(case: Case, pred: Prediction, out: Path) -> dict[Path, Callable[[Path], object]]:
-        series = references.get(case.case_id)
+    def __init__(self, references: dict[str, SeriesInfo], model: dict[str, Any] | None = None) -> None:
+        self.references = references
+        self.model = model
+
+    def files(self, out: Path, case_id: str) -> list[Path]:
+        """``[OUT/<ID>.seg.dcm]`` for a case with a reference series, else ``[]``."""
+        return [seg_path(out, case_id)] if case_id in self.references else []
+
+    def writers(self, case: Case, pred: Prediction, out: Path) -> dict[Path, Callable[[Path], object]]:
+        """The SEG of ``pred`` on the case's reference series, built now, saved by the returned writer.
+
+        Raises:
+            ValueError: the case's grid is not the series' grid (naming both), or labels without a segment.
+            DicomError: the reference series cannot be read.
+        """
+        from glioseg.interop.dicom_volume import map_to_grid, read_series
+
+        series = self.references.get(case.case_id)
         if series is None:
             return {}
         source = read_series(series, f"case {case.case_id} (DICOM-SEG reference)")
@@ -205,7 +219,5 @@ def seg_outputs(references: dict[str, SeriesInfo], model: dict[str, Any] | None 
         except ValueError as exc:
             raise ValueError(f"case {case.case_id}: its grid is not that of the reference series "
                              f"{series.label()}: {exc}") from exc
-        seg = build_dicom_seg(labels, source, model=model)
+        seg = build_dicom_seg(labels, source, model=self.model)
         return {seg_path(out, case.case_id): lambda path: seg.save_as(path)}
-
-    return outputs
