@@ -92,7 +92,7 @@ def test_predict_dicom_writes_nifti_stats_and_seg(tmp_path: Path, fake, kind: st
     out = tmp_path / "out"
     result = runner.invoke(app, ["predict", "--dicom", str(dicom), "-o", str(out), "--output-format", "dicom-seg"])
     assert result.exit_code == 0, result.output
-    assert "patient7: t1 = series" in result.output and "flair = series" in result.output
+    assert "patient7: series assigned" in result.output and "  flair = " in result.output
     assert sorted(p.name for p in out.iterdir()) == ["manifest.jsonl", "patient7.json", "patient7.nii.gz",
                                                      "patient7.seg.dcm"]
     _seg_equals_nifti(out, "patient7", dicom / "t1ce")
@@ -125,7 +125,7 @@ def test_two_flair_series_one_line_error_then_series_fix(tmp_path: Path, fake) -
     assert not out.exists()
     result = runner.invoke(app, ["predict", "--dicom", str(dicom), "-o", str(out), "--series", f"flair={second}"])
     assert result.exit_code == 0, result.output
-    assert f"flair = series {second}" in result.output and (out / "study.nii.gz").is_file()
+    assert f"  flair = {second} ('AX FLAIR repeat', #12)" in result.output and (out / "study.nii.gz").is_file()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -194,7 +194,7 @@ def test_check_and_info_on_dicom(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     result = runner.invoke(app, ["check", "--dicom", str(dicom), "--json", str(report)])
     assert result.exit_code == 0, result.output
-    assert "patient9: t1 = series" in result.output and "1/1 cases passed" in result.output
+    assert "patient9: series assigned" in result.output and "1/1 cases passed" in result.output
     assert json.loads(report.read_text())
     result = runner.invoke(app, ["info", "--dicom", str(dicom)])
     assert result.exit_code == 0, result.output

@@ -32,7 +32,7 @@ def scratch_folder(needed: bool) -> Iterator[Path | None]:
 
 
 def dicom_cases(dicom: Path, series: str | None, scratch: Path) -> tuple[list[CaseFiles], list[DicomStudy]]:
-    """The studies of ``dicom`` as cases (NIfTI in ``scratch``), with a line per study saying which series is which.
+    """The studies of ``dicom`` as cases (NIfTI in ``scratch``), printing which series is which modality.
 
     Exits with one line when the folder holds no MR series, ``--series`` is malformed or names no
     series, a modality's series is ambiguous or missing, or a series cannot be read exactly.
@@ -45,7 +45,9 @@ def dicom_cases(dicom: Path, series: str | None, scratch: Path) -> tuple[list[Ca
     except DicomError as exc:
         fail(str(exc))
     for study in studies:
-        typer.echo(f"{study.case_id}: " + "; ".join(f"{m} = series {s.label()}" for m, s in study.series.items()))
+        typer.echo(f"{study.case_id}: series assigned (override with --series MODALITY=UID)")
+        for modality, info in study.series.items():
+            typer.echo(f"  {modality:<5} = {info.label()}")
     return cases, studies
 
 
