@@ -109,3 +109,16 @@ def test_failed_case_leaves_no_stats(tmp_path: Path, make_synthetic_dataset) -> 
     out = tmp_path / "out"
     [result] = predict_dataset(Failing(), find_cases(data), out)
     assert result.status == "failed" and not list(out.glob("*.json"))
+
+
+def test_written_json_reads_back_equal_with_compact_number_lists(tmp_path: Path) -> None:
+    from glioseg.inference.stats import write_stats
+
+    geo = _geometry((20, 20, 10), LPS_AFFINE)
+    disk = np.zeros((20, 20, 10), dtype=np.uint8)
+    disk[15:18, 15:18, 7:9] = ED
+    stats = prediction_stats("c", geo.to_canonical(disk), geo, label_map="c.nii.gz", timings={"total": 2.0})
+    path = write_stats(stats, tmp_path / "c.json")
+    text = path.read_text()
+    assert json.loads(text) == json.loads(json.dumps(stats)) and '"min": [15, 15, 7]' in text
+    assert not list(tmp_path.glob(".*")), "no temporary file left"

@@ -11,6 +11,7 @@ reader can refuse a file it does not know.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,7 +138,11 @@ def prediction_stats(case_id: str, labels: np.ndarray, geometry: Geometry, *, la
     }
 
 
+_NUMBER_LIST = re.compile(r"\[\s*([-+0-9.eE,\s]+?)\s*\]")
+
+
 def write_stats(stats: Mapping[str, Any], path: Path | str) -> Path:
-    """Write a statistics document as indented JSON, atomically (never a half-written file)."""
-    text = json.dumps(stats, indent=2) + "\n"
-    return atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    """Write a statistics document as indented JSON (lists of numbers on one line), atomically."""
+    text = json.dumps(stats, indent=2)
+    text = _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+    return atomic_write(Path(path), lambda tmp: tmp.write_text(text + "\n"))
