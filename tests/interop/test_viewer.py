@@ -300,3 +300,29 @@ def test_viewer_in_headless_chromium(case_dir, tmp_path, chrome):
     requested = [json.loads(e["message"])["message"] for e in chrome.get_log("performance")]
     urls = [m["params"]["request"]["url"] for m in requested if m["method"] == "Network.requestWillBeSent"]
     assert page.as_uri() in urls and all(u.startswith(("file:", "data:", "blob:")) for u in urls), urls
+
+
+@pytest.mark.browser
+def test_report_links_open_the_viewer(make_synthetic_dataset, tmp_path, chrome):
+    from glioseg.evaluation.evaluate import evaluate_folder
+    from glioseg.evaluation.report import write_report
+
+    root = make_synthetic_dataset("brats2017", n_cases=2, shape=(24, 24, 24), seed=8)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for files in find_cases(root):
+        shutil.copy(files.label, pred / f"{files.case_id}.nii.gz")
+    result = evaluate_folder(pred, root)
+
+    def viewer(case_id, path):
+        return write_case_viewer(result.gt_files[case_id], path, pred=result.pred_paths[case_id])
+
+    report = write_report(result, tmp_path / "report", thumbnails=False, viewer=viewer)["html"]
+    chrome.get(report.as_uri())
+    link = chrome.find_element("css selector", "#volumes a")
+    case_id = link.text
+    link.click()
+    assert chrome.current_url == (report.parent / "viewer" / f"{case_id}.html").as_uri()
+    assert _wait_ready(chrome) == "ready" and chrome.find_element("tag name", "h1").text == case_id
+    assert _canvas(chrome).std() > 10
+    assert [e for e in chrome.get_log("browser") if e["level"] == "SEVERE"] == []
