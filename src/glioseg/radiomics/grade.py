@@ -1,9 +1,10 @@
 """HGG vs LGG from the radiomics features: an L2 logistic regression on a few features selected
 inside the cross-validation loop, against the majority-class baseline, with Wilson intervals.
 
-The model: the :data:`TOP_K` features with the largest absolute point-biserial (Spearman with the
-0/1 grade) correlation in the training fold, standardised, logistic regression with ``C`` =
-:data:`C` and balanced class weights (sklearn, lbfgs); ``eta`` is the log-odds of HGG.
+The model: the :data:`TOP_K` features with the largest absolute Spearman correlation with the
+0/1 grade in the training fold, without redundant pairs (:mod:`glioseg.radiomics.selection`),
+standardised, logistic regression with ``C`` = :data:`C` and balanced class weights (sklearn,
+lbfgs); ``eta`` is the log-odds of HGG.
 
 The baseline predicts the majority class of the training fold for everyone. Both are scored by
 leave-one-out accuracy with a Wilson 95 % interval, plus balanced accuracy, the pooled held-out
@@ -22,6 +23,7 @@ import numpy as np
 from glioseg.radiomics.errors import RadiomicsError
 from glioseg.radiomics.features import FeatureTable
 from glioseg.radiomics.models_io import FittedModel
+from glioseg.radiomics.selection import select_columns
 
 TOP_K = 3
 C = 1.0
@@ -73,16 +75,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def select_grade_features(x: np.ndarray, hgg: np.ndarray, k: int = TOP_K) -> list[int]:
-    """The ``k`` non-constant columns with the largest ``|Spearman(x, hgg)|`` (ties: column order)."""
-    from scipy.stats import spearmanr
-
-    scores = []
-    for j in range(x.shape[1]):
-        if np.ptp(x[:, j]) <= 1e-12:
-            continue
-        rho = spearmanr(x[:, j], hgg.astype(float)).statistic
-        scores.append((-abs(float(rho)) if np.isfinite(rho) else 0.0, j))
-    return [j for _, j in sorted(scores)[:k]]
+    """The ``k`` columns most rank-correlated with the grade, without redundant pairs (see
+    :mod:`glioseg.radiomics.selection`)."""
+    return select_columns(x, hgg.astype(np.float64), k)
 
 
 def fit_grade_model(x: np.ndarray, hgg: np.ndarray, names: Sequence[str]) -> FittedModel:

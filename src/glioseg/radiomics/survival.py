@@ -6,7 +6,8 @@ Models (:data:`MODELS`), all linear in standardised inputs (:class:`~glioseg.rad
 - ``age_linear``: ordinary least squares of days on age alone, the BraTS 2018 baseline that
   placed third of 26 in the challenge.
 - ``ridge_radiomics``: age plus the :data:`TOP_K` radiomics features with the largest absolute
-  Spearman correlation with survival *in the training fold*; ridge regression of log-days with the
+  Spearman correlation with survival *in the training fold*, skipping redundant ones
+  (:mod:`glioseg.radiomics.selection`); ridge regression of log-days with the
   penalty chosen by leave-one-out inside the training fold (sklearn ``RidgeCV``); predicts
   ``exp``.
 - ``cox_radiomics``: the same selection; Cox proportional hazards with a ridge penalty
@@ -37,6 +38,7 @@ from glioseg.radiomics.clinical import Patient, survival_class
 from glioseg.radiomics.errors import RadiomicsError
 from glioseg.radiomics.features import FeatureTable
 from glioseg.radiomics.models_io import FittedModel
+from glioseg.radiomics.selection import select_columns
 
 AGE = "age"
 TOP_K = 5
@@ -101,21 +103,10 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def select_features(x: np.ndarray, y: np.ndarray, names: Sequence[str], k: int = TOP_K) -> list[int]:
-    """Column indices: ``age`` plus the ``k`` others with the largest ``|Spearman(x, y)|`` (ties: column order).
-
-    Constant columns are never selected. Only the rows given (the training fold) are used.
-    """
-    from scipy.stats import spearmanr
-
-    scores = []
-    for j, name in enumerate(names):
-        column = x[:, j]
-        if name == AGE or np.ptp(column) <= 1e-12:
-            continue
-        rho = spearmanr(column, y).statistic
-        scores.append((-abs(float(rho)) if np.isfinite(rho) else 0.0, j))
-    chosen = [j for _, j in sorted(scores)[:k]]
-    return [names.index(AGE), *chosen] if AGE in names else chosen
+    """Column indices: ``age`` plus ``k`` others chosen by :func:`glioseg.radiomics.selection.select_columns`
+    on these rows only (the training fold)."""
+    age = [names.index(AGE)] if AGE in names else []
+    return [*age, *select_columns(x, y, k, skip=age)]
 
 
 def _model(name: str, kind: str, names: Sequence[str], cols: Sequence[int], mean: np.ndarray, scale: np.ndarray,
