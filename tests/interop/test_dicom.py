@@ -159,3 +159,30 @@ def test_parse_series() -> None:
     for bad in ("t1", "t1=", "dwi=1.2", "t1=1.2,t1=1.3", "t1=1.2,t2=1.2"):
         with pytest.raises(DicomError, match="--series"):
             parse_series(bad)
+
+
+@pytest.mark.parametrize("kind", ["oblique", "las"])
+def test_read_series_agrees_with_simpleitk_gdcm(tmp_path: Path, kind: str) -> None:
+    """An independent reader (SimpleITK's GDCM series reader) gives the same voxels and geometry."""
+    sitk = pytest.importorskip("SimpleITK")
+    affine = np.eye(4)
+    if kind == "oblique":
+        a, b = np.deg2rad(18), np.deg2rad(-27)
+        rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+        ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+        affine[:3, :3] = ry @ rx @ np.diag([0.8, 0.9, 2.2])
+    else:
+        affine[:3, :3] = np.diag([-1.0, 1.0, 1.5])
+    affine[:3, 3] = [3.0, -40.0, 17.0]
+    image, _ = make_synthetic_case(SHAPE, seed=2)
+    write_study({"t1": np.round(image[0])}, affine, tmp_path / "d")
+    [series] = find_series(tmp_path / "d")
+    ours = read_series(series)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(tmp_path / "d" / "t1")))
+    theirs = reader.Execute()
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(theirs.GetDirection()).reshape(3, 3) * np.asarray(theirs.GetSpacing())
+    lps[:3, 3] = theirs.GetOrigin()
+    assert np.allclose(np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, ours.affine, atol=1e-4)
+    assert np.array_equal(sitk.GetArrayFromImage(theirs).transpose(2, 1, 0), ours.data)
