@@ -249,3 +249,16 @@ def test_skip_existing_redoes_a_case_without_its_seg(tmp_path: Path, fake) -> No
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and "1 predicted, 0 skipped" in result.output
     _seg_equals_nifti(out, "patient3", dicom / "t1ce")
+
+
+def test_study_not_like_brats_input_is_refused_unless_forced(tmp_path: Path, fake) -> None:
+    image, _ = make_synthetic_case(SHAPE, seed=0)
+    image[3] += 50.0  # FLAIR background 50, not 0: not what the model was trained on
+    dicom = tmp_path / "p"
+    write_study({m: np.round(image[i]) for i, m in enumerate(MODS)}, _affine("axial"), dicom)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", "--dicom", str(dicom), "-o", str(out)])
+    assert result.exit_code == 1 and "flair background is 50, not 0" in result.output and "--force" in result.output
+    assert not (out / "p.nii.gz").exists()
+    result = runner.invoke(app, ["predict", "--dicom", str(dicom), "-o", str(out), "--force"])
+    assert result.exit_code == 0 and (out / "p.nii.gz").is_file() and (out / "p.json").is_file()
