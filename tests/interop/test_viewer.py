@@ -29,6 +29,7 @@ from glioseg.interop.viewer import (
     render_viewer,
     tumour_centre_mm,
     write_case_viewer,
+    write_prediction_viewers,
     write_viewer,
 )
 from glioseg.labels import ED, ET, NCR
@@ -171,6 +172,21 @@ def test_unwritable_output_leaves_nothing(case_dir, tmp_path):
     with pytest.raises(OSError):
         write_case_viewer(files, blocker / "view.html", pred)  # its folder would have to be a file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and blocker.read_text() == "x"
+
+
+def test_prediction_viewers_per_case(make_synthetic_dataset, tmp_path):
+    root = make_synthetic_dataset("brats2017", n_cases=3, shape=(24, 24, 24), seed=9)
+    cases = find_cases(root)
+    out = tmp_path / "pred"
+    out.mkdir()
+    shutil.copy(cases[0].label, out / f"{cases[0].case_id}.nii.gz")
+    img = nib.load(str(cases[1].label))
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), img.affine), str(out / f"{cases[1].case_id}.nii.gz"))
+    pages, problems = write_prediction_viewers(cases, out)
+    assert list(pages) == [cases[0].case_id] and pages[cases[0].case_id] == out / "viewer" / f"{cases[0].case_id}.html"
+    assert 'id="vol-pred"' in pages[cases[0].case_id].read_text()
+    assert "another grid" in problems[cases[1].case_id] and "no prediction" in problems[cases[2].case_id]
+    assert sorted(p.name for p in (out / "viewer").iterdir()) == [f"{cases[0].case_id}.html"]
 
 
 @pytest.mark.realdata

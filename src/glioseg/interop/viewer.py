@@ -32,6 +32,7 @@ import numpy as np
 from glioseg.data.nifti import MODALITIES, Case, CaseError, CaseFiles, Geometry, read_case
 from glioseg.evaluation.evaluate import read_label_file
 from glioseg.evaluation.figures import LABEL_COLOURS, SHORT_NAMES
+from glioseg.inference.outputs import label_path
 from glioseg.labels import ED, ET, NCR, RC, REGIONS, Region, labels_to_regions
 from glioseg.utils import atomic_write
 
@@ -357,3 +358,40 @@ def write_case_viewer(files: CaseFiles, out: Path | str, pred: Path | None = Non
     """
     inputs = read_viewer_inputs(files, pred, gt, label_scheme, pred_label_scheme)
     return write_viewer(inputs, out, radiological=radiological)
+
+
+def write_prediction_viewers(cases: Sequence[CaseFiles], pred_dir: Path, out_dir: Path | None = None,
+                             label_scheme: str | None = None, pred_label_scheme: str | None = None,
+                             ) -> tuple[dict[str, Path], dict[str, str]]:
+    """One viewer page per predicted case (what ``glioseg predict --viewer`` writes).
+
+    Each case's prediction is ``pred_dir/<ID>.nii.gz``; its ground truth, when the case has one,
+    is shown too. A case that cannot be shown is reported, not raised, so one bad case does not
+    cost the others their pages.
+
+    Args:
+        cases: the predicted cases' files.
+        pred_dir: the prediction folder.
+        out_dir: where ``<ID>.html`` go (default ``pred_dir/viewer``).
+        label_scheme, pred_label_scheme: as :func:`read_viewer_inputs`.
+
+    Returns:
+        ``(case ID -> page written, case ID -> why it has none)``.
+
+    Raises:
+        OSError: a page cannot be written (disk full, permissions).
+    """
+    out_dir = pred_dir / "viewer" if out_dir is None else out_dir
+    pages: dict[str, Path] = {}
+    problems: dict[str, str] = {}
+    for files in cases:
+        pred = label_path(pred_dir, files.case_id)
+        if not pred.is_file():
+            problems[files.case_id] = f"no prediction {pred}"
+            continue
+        try:
+            inputs = read_viewer_inputs(files, pred, None, label_scheme, pred_label_scheme)
+            pages[files.case_id] = write_viewer(inputs, out_dir / f"{files.case_id}.html")
+        except (CaseError, ValueError) as exc:
+            problems[files.case_id] = str(exc)
+    return pages, problems
