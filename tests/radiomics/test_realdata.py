@@ -63,3 +63,25 @@ def test_shipped_models_predict_on_real_features(shared):
     survival = load_model(shipped_model_path("survival"), "survival")
     values = {"age": 60.0, **row.values}
     assert predict_days(survival, np.array([[values[n] for n in survival.inputs]]))[0] > 0
+
+
+@pytest.mark.slow
+def test_the_shipped_models_are_what_the_recipe_fits(shared, tmp_path):
+    """scripts/fit_radiomics.sh's steps on the 31 cases give the shipped model.json files exactly (~2 min)."""
+    import json
+
+    from glioseg.data.layouts import find_cases_in
+    from glioseg.radiomics.dataset import extract_dataset, ground_truth_source
+    from glioseg.radiomics.features import write_features_csv
+    from glioseg.radiomics.fitting import fit_grade_folder, fit_survival_folder
+    from glioseg.radiomics.models_io import shipped_model_path
+
+    cases, _ = find_cases_in([shared / "brats18", shared / "brats18_extra"])
+    features = write_features_csv(extract_dataset(cases, ground_truth_source()), tmp_path / "features_gt.csv")
+    fit_survival_folder(features, shared / "meta" / "brats2018_survival_data.csv", tmp_path / "survival")
+    fit_grade_folder(features, shared / "meta" / "brats2018_grade.csv", tmp_path / "grade")
+    for task in ("survival", "grade"):
+        shipped = json.loads(shipped_model_path(task).read_text())
+        assert json.loads((tmp_path / task / "model.json").read_text()) == shipped, task
+        table = shipped_model_path(task).parent / "cv_table.md"
+        assert (tmp_path / task / "cv_table.md").read_text() == table.read_text()
