@@ -262,3 +262,29 @@ def test_study_not_like_brats_input_is_refused_unless_forced(tmp_path: Path, fak
     assert not (out / "p.nii.gz").exists()
     result = runner.invoke(app, ["predict", "--dicom", str(dicom), "-o", str(out), "--force"])
     assert result.exit_code == 0 and (out / "p.nii.gz").is_file() and (out / "p.json").is_file()
+
+
+def test_dicom_seg_command_converts_an_existing_label_map(tmp_path: Path, synthetic_dataset: Path) -> None:
+    case_dir = sorted(p for p in synthetic_dataset.iterdir() if p.is_dir())[0]
+    _flipped_reference(case_dir, case_dir.name, tmp_path / "ref")
+    label = case_dir / f"{case_dir.name}_seg.nii.gz"
+    before = _digest(tmp_path / "ref")
+    out = tmp_path / "case.seg.dcm"
+    result = runner.invoke(app, ["dicom-seg", str(label), "--reference", str(tmp_path / "ref"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    [series] = find_series(tmp_path / "ref")
+    source = read_series(series)
+    img = nib.load(str(label))
+    expected = map_to_grid(get_scheme("brats2017").to_canonical(np.asarray(img.dataobj)), img.affine,
+                           source.data.shape, source.affine)
+    assert expected.any() and np.array_equal(read_dicom_seg(out, source), expected)
+    assert _digest(tmp_path / "ref") == before
+    inside = tmp_path / "ref" / "x.seg.dcm"
+    result = runner.invoke(app, ["dicom-seg", str(label), "--reference", str(tmp_path / "ref"), "-o", str(inside)])
+    assert result.exit_code == 1 and "inside the DICOM input folder" in result.output and not inside.exists()
+    other = tmp_path / "other"
+    write_series(np.zeros((8, 8, 4)), np.eye(4), other, description="T1",
+                 study={"StudyInstanceUID": "1.2", "FrameOfReferenceUID": "1.3", "PatientID": "P"})
+    result = runner.invoke(app, ["dicom-seg", str(label), "--reference", str(other), "-o", str(tmp_path / "b.dcm")])
+    assert result.exit_code == 1 and "grid is not that of the series" in result.output
+    assert not (tmp_path / "b.dcm").exists() and "Traceback" not in result.output
