@@ -12,6 +12,7 @@ from typing import Any
 
 from glioseg.cli import cv, data, evaluate, models, postprocess, predict, preprocess, show, train
 from glioseg.cli import radiomics as radiomics_cli
+from glioseg.cli import seg as seg_cli
 from glioseg.cli import view as view_cli
 from glioseg.cli.app import app, fail, version
 
@@ -22,6 +23,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("split", preprocess.split),
     ("train", train.train),
     ("predict", predict.predict),
+    ("dicom-seg", seg_cli.dicom_seg),
     ("tune-postprocess", postprocess.tune_postprocess_cmd),
     ("evaluate", evaluate.evaluate),
     ("cv", cv.cv),
