@@ -270,8 +270,12 @@ def test_dicom_seg_command_converts_an_existing_label_map(tmp_path: Path, synthe
     label = case_dir / f"{case_dir.name}_seg.nii.gz"
     before = _digest(tmp_path / "ref")
     out = tmp_path / "case.seg.dcm"
-    result = runner.invoke(app, ["dicom-seg", str(label), "--reference", str(tmp_path / "ref"), "-o", str(out)])
+    result = runner.invoke(app, ["dicom-seg", str(label), "--reference", str(tmp_path / "ref"), "-o", str(out),
+                                 "--manual"])
     assert result.exit_code == 0, result.output
+    segments = pydicom.dcmread(out).SegmentSequence
+    assert [s.SegmentAlgorithmType for s in segments] == ["MANUAL"] * 3
+    assert not any("SegmentationAlgorithmIdentificationSequence" in s for s in segments)
     [series] = find_series(tmp_path / "ref")
     source = read_series(series)
     img = nib.load(str(label))

@@ -18,6 +18,8 @@ def dicom_seg(
     out: Path = typer.Option(..., "-o", "--out", help="The DICOM-SEG file to write, e.g. case.seg.dcm."),
     label_scheme: str | None = typer.Option(None, "--label-scheme", help="Label scheme of the label map "
                                             "\\[detected from its values]."),
+    manual: bool = typer.Option(False, "--manual", help="The label map was drawn by hand: segments say MANUAL "
+                                "instead of AUTOMATIC (glioseg)."),
 ) -> None:
     """Write a label map as a DICOM Segmentation (NCR, ED, ET) on the DICOM series it was made from."""
     from glioseg.data.nifti import CaseError
@@ -46,7 +48,7 @@ def dicom_seg(
         fail(f"{labels}: its grid is not that of the series {found[0].label()}: {exc}")
     try:
         with writing(out, "-o/--out"):
-            write_dicom_seg(on_series, source, out)
+            write_dicom_seg(on_series, source, out, manual=manual)
     except ValueError as exc:
         fail(f"{labels}: {exc}")
     typer.echo(f"wrote {out} ({scheme.name} labels -> segments NCR, ED, ET on series {found[0].label()})")

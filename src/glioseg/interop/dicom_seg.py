@@ -46,7 +46,7 @@ def seg_path(out: Path, case_id: str) -> Path:
     return Path(out) / f"{case_id}{SEG_SUFFIX}"
 
 
-def _segment_descriptions(model: dict[str, Any] | None) -> list[Any]:
+def _segment_descriptions(model: dict[str, Any] | None, manual: bool = False) -> list[Any]:
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
@@ -57,18 +57,20 @@ def _segment_descriptions(model: dict[str, Any] | None) -> list[Any]:
     algorithm = hd.AlgorithmIdentificationSequence(
         name=f"glioseg {name}"[:64], family=codes.cid7162.ArtificialIntelligence, version=__version__,
         parameters={"model_sha256": str((model or {}).get("sha256") or "unknown")})
+    kind = hd.seg.SegmentAlgorithmTypeValues.MANUAL if manual else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
     return [hd.seg.SegmentDescription(
         segment_number=number, segment_label=label, segmented_property_category=Code(CATEGORY[1], CATEGORY[0],
                                                                                      CATEGORY[2]),
         segmented_property_type=Code(code[1], code[0], code[2]),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
+        algorithm_type=kind, algorithm_identification=None if manual else algorithm,
         tracking_id=f"{label} ({CANONICAL_NAMES[canon]})", tracking_uid=hd.UID(),
         display_color=hd.color.CIELabColor.from_rgb(*colour))
         for number, (canon, (label, code, colour)) in enumerate(SEGMENTS.items(), start=1)]
 
 
 def build_dicom_seg(labels: np.ndarray, source: SeriesVolume, *, model: dict[str, Any] | None = None,
-                    series_description: str = "glioseg tumour segmentation", series_number: int = 900) -> Any:
+                    series_description: str = "glioseg tumour segmentation", series_number: int = 900,
+                    manual: bool = False) -> Any:
     """The DICOM Segmentation of a label map on its source series.
 
     Args:
@@ -78,6 +80,7 @@ def build_dicom_seg(labels: np.ndarray, source: SeriesVolume, *, model: dict[str
         model: ``{"name", "sha256"}`` of the model, recorded in the algorithm identification.
         series_description: SeriesDescription of the SEG.
         series_number: SeriesNumber of the SEG.
+        manual: the segments were drawn by hand (algorithm type MANUAL, no algorithm identification).
 
     Returns:
         A ``highdicom.seg.Segmentation`` (BINARY, one segment per sub-region, empty frames left out).
@@ -105,7 +108,7 @@ def build_dicom_seg(labels: np.ndarray, source: SeriesVolume, *, model: dict[str
     images = [pydicom.dcmread(p, stop_before_pixels=True) for p in source.files]
     return hd.seg.Segmentation(
         source_images=images, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=_segment_descriptions(model), series_instance_uid=hd.UID(),
+        segment_descriptions=_segment_descriptions(model, manual), series_instance_uid=hd.UID(),
         series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="glioseg",
         manufacturer_model_name=str((model or {}).get("name") or "glioseg")[:64], software_versions=__version__,
         device_serial_number=str((model or {}).get("sha256") or "unknown")[:64], content_label="TUMOUR",
@@ -114,9 +117,9 @@ def build_dicom_seg(labels: np.ndarray, source: SeriesVolume, *, model: dict[str
 
 
 def write_dicom_seg(labels: np.ndarray, source: SeriesVolume, path: Path | str, *,
-                    model: dict[str, Any] | None = None) -> Path:
+                    model: dict[str, Any] | None = None, manual: bool = False) -> Path:
     """Write :func:`build_dicom_seg`'s Segmentation to ``path`` atomically; return the path."""
-    seg = build_dicom_seg(labels, source, model=model)
+    seg = build_dicom_seg(labels, source, model=model, manual=manual)
     return atomic_write(Path(path), lambda tmp: seg.save_as(tmp))
 
 
