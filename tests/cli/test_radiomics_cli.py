@@ -157,7 +157,7 @@ def test_grade_with_the_shipped_model_and_grade_fit(dataset, features_csv, tmp_p
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["features", "-i", "{data}", "--ground-truth", "--seg", "{tmp}", "-o", "{tmp}/f.csv"], "not both"),
+    (["features", "-i", "{data}", "--ground-truth", "--seg", "{data}", "-o", "{tmp}/f.csv"], "not both"),
     (["features", "-i", "{data}", "--seg", "{tmp}/none", "-o", "{tmp}/f.csv"], "--seg"),
     (["features", "-i", "{tmp}/nothing", "--ground-truth", "-o", "{tmp}/f.csv"], "not a folder"),
     (["grade", "-o", "{tmp}/g.csv"], "no input"),
@@ -165,6 +165,8 @@ def test_grade_with_the_shipped_model_and_grade_fit(dataset, features_csv, tmp_p
     (["grade", "--features", "{tmp}/none.csv", "-m", "{tmp}", "-o", "{tmp}/g.csv"], "no grade model here"),
     (["survival-fit", "{tmp}/none.csv", "{tmp}/c.csv", "-o", "{tmp}/m"], "features file not found"),
     (["survival-fit", "{tmp}/none.csv", "{tmp}/c.csv", "-o", "{tmp}/m", "--cv", "bootstrap"], "--cv"),
+    (["features", "-i", "{data}", "--ground-truth", "-o", "{data}/features.csv"], "inside the input folder"),
+    (["grade", "--features", "{tmp}/f.csv", "-o", "{tmp}/f.csv"], "is an input"),
 ])
 def test_bad_inputs_are_one_line_errors(dataset, tmp_path, args, needle):
     _refused([a.format(data=dataset, tmp=tmp_path) for a in args], needle)

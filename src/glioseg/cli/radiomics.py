@@ -40,7 +40,8 @@ def _source(seg: Path | None, ground_truth: bool, seg_model: str | None, device:
     from glioseg.cli.predict import _load_predictor
 
     try:
-        name = str(model_identity(resolve_model(seg_model)).get("name") or resolve_model(seg_model).name)
+        folder = resolve_model(seg_model)
+        name = str(model_identity(folder).get("name") or folder.name)
     except (BundleError, FileNotFoundError, ValueError) as exc:
         fail(f"--seg-model: {exc}")
     predictor = _load_predictor(seg_model, None, device=device, precision="bf16", tta="none")
@@ -82,6 +83,17 @@ def _report_failures(rows: list[FeatureRow]) -> None:
         typer.echo(f"failed: {r.error}", err=True)
     if failed:
         fail(f"{len(failed)} case(s) failed: {', '.join(r.case_id for r in failed)}; the others were written")
+
+
+def _check_output_not_input(out: Path, folders: list[Path] | None, files: list[Path | None]) -> None:
+    """Exit with one line when the output file is an input file or lies inside an input folder."""
+    target = out.resolve()
+    for f in files:
+        if f is not None and f.resolve() == target:
+            fail(f"-o/--out: {out} is an input ({f}); give another output file")
+    for folder in folders or []:
+        if folder.resolve() in target.parents:
+            fail(f"-o/--out: {out} is inside the input folder {folder}; write the output outside the input data")
 
 
 def _need_inputs(inputs: list[Path] | None, features_csv: Path | None) -> None:
@@ -136,6 +148,7 @@ def features(
     from glioseg.radiomics.features import write_features_csv
 
     check_output_file(out, "-o/--out")
+    _check_output_not_input(out, [*inputs, *([seg] if seg else [])], [])
     rows = _extract(inputs, _source(seg, ground_truth, seg_model, device))
     done = sum(r.error is None for r in rows)
     if done:
@@ -198,6 +211,7 @@ def survival_predict(
     from glioseg.radiomics.survival import AGE, predict_days
 
     check_output_file(out, "-o/--out")
+    _check_output_not_input(out, [*(inputs or []), *([seg] if seg else [])], [clinical, features_csv])
     try:
         fitted = load_model(model or shipped_model_path("survival"), "survival")
         patients = read_survival_table(clinical, need_survival=False)
@@ -239,6 +253,7 @@ def grade(
     from glioseg.radiomics.models_io import load_model, shipped_model_path
 
     check_output_file(out, "-o/--out")
+    _check_output_not_input(out, [*(inputs or []), *([seg] if seg else [])], [features_csv])
     try:
         fitted = load_model(model or shipped_model_path("grade"), "grade")
     except RadiomicsError as exc:
