@@ -186,3 +186,18 @@ def test_read_series_agrees_with_simpleitk_gdcm(tmp_path: Path, kind: str) -> No
     lps[:3, 3] = theirs.GetOrigin()
     assert np.allclose(np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, ours.affine, atol=1e-4)
     assert np.array_equal(sitk.GetArrayFromImage(theirs).transpose(2, 1, 0), ours.data)
+
+
+def test_undecodable_pixel_data_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    from pydicom.uid import JPEG2000Lossless
+
+    _, _, root = _case(tmp_path)
+    [series] = [s for s in find_series(root) if s.files[0].parent.name == "t1"]
+    broken = sorted(series.files)[2]
+    ds = pydicom.dcmread(broken)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless  # claims JPEG 2000, holds garbage
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x00\x01 not a codestream"])
+    ds.save_as(broken, enforce_file_format=True)
+    with pytest.raises(DicomError, match=rf"cannot decode {broken.name}.*decompress the series") as err:
+        read_series(series)
+    assert "\n" not in str(err.value)

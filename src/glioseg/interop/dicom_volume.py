@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from glioseg.utils import one_line
+
 if TYPE_CHECKING:
     from glioseg.interop.dicom import SeriesInfo
 
@@ -115,8 +117,8 @@ def _read_pixels(path: Path, where: str) -> np.ndarray:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array.astype(np.float32)
     except Exception as exc:  # decoders raise many types; the message says what to do
-        raise DicomError(f"{where}: cannot decode {path.name} ({type(exc).__name__}: {exc}); decompress the "
-                         "series (e.g. gdcmconv --raw) or install pylibjpeg") from exc
+        raise DicomError(f"{where}: cannot decode {path.name} ({type(exc).__name__}: {one_line(exc, 200)}); "
+                         "decompress the series (e.g. gdcmconv --raw) or install pylibjpeg") from exc
     if pixels.ndim != 2:
         raise DicomError(f"{where}: {path.name} holds pixel data of shape {pixels.shape}, expected one "
                          "grey-level slice; export classic single-frame MR images")
