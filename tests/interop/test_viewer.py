@@ -44,7 +44,7 @@ ED_RGB = np.array([round(255 * c) for c in LABEL_COLOURS[ED]])
 @pytest.fixture(scope="module")
 def case_dir(tmp_path_factory):
     """A brats2017 synthetic case of 40^3 (LPS affine with an offset origin), and a prediction that calls
-    every tumour voxel ET (so prediction and ground truth differ in colour)."""
+    the tumour voxels on the patient's right ET (so prediction and ground truth differ in colour and place)."""
     from glioseg.data.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("viewer_case")
@@ -52,7 +52,8 @@ def case_dir(tmp_path_factory):
     files = find_cases(root)[0]
     img = nib.load(str(files.label))
     seg = np.asarray(img.dataobj)
-    pred = np.where(seg > 0, 4, 0).astype(np.uint8)  # brats2017: 4 = ET
+    right = (np.arange(seg.shape[0]) < seg.shape[0] // 2)[:, None, None]  # LPS: low i = the patient's right
+    pred = np.where((seg > 0) & right, 4, 0).astype(np.uint8)  # brats2017: 4 = ET
     pred_path = root / "pred.nii.gz"
     nib.save(nib.Nifti1Image(pred, img.affine, img.header), str(pred_path))
     return files, pred_path
@@ -96,7 +97,10 @@ def test_embedded_volumes_are_the_case(case_dir):
     gt = np.asarray(volumes["gt"].dataobj)
     assert volumes["gt"].get_data_dtype() == np.uint8 and set(np.unique(gt)) == {0, NCR, ED, ET}
     np.testing.assert_array_equal(gt, case.label)
-    np.testing.assert_array_equal(np.asarray(volumes["pred"].dataobj), np.where(case.label > 0, ET, 0))
+    ijk = np.argwhere(np.asarray(volumes["pred"].dataobj) == ET)
+    x = (volumes["pred"].affine @ np.c_[ijk, np.ones(len(ijk))].T)[0]
+    centre_x = (volumes["pred"].affine @ [19.5, 19.5, 19.5, 1])[0]
+    assert x.size > 50 and (x > centre_x).all()  # on the patient's right (RAS: +x = right) in world space
     disk = nib.load(str(files.images["flair"].path))  # a world point shows the same intensity in both
     i, j, k = 3, 17, 29
     world = disk.affine @ [i, j, k, 1]
@@ -251,12 +255,24 @@ def _canvas(driver) -> np.ndarray:
 
 
 def _colour(pixels: np.ndarray, rgb: np.ndarray) -> int:
-    """Coloured pixels whose hue is that of ``rgb`` (R, G, B order of the channels, saturated)."""
+    """How many pixels have the hue of ``rgb`` (saturated)."""
+    return int(_hue(pixels, rgb).sum())
+
+
+def _hue(pixels: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Mask of the saturated pixels whose hue is that of ``rgb`` (a label colour blended over grey)."""
     chroma = pixels - pixels.min(axis=-1, keepdims=True)
     target = rgb - rgb.min()
     saturated = chroma.max(axis=-1) > 50
     cos = (chroma * target).sum(axis=-1) / (np.linalg.norm(chroma, axis=-1) * np.linalg.norm(target) + 1e-9)
-    return int((saturated & (cos > 0.97)).sum())
+    return saturated & (cos > 0.97)
+
+
+def _tumour_column(pixels: np.ndarray) -> float:
+    """Centre column (0 left .. 1 right of the canvas) of the pixels in a label colour."""
+    columns = np.nonzero(_hue(pixels, ET_RGB))[1]
+    assert columns.size > 100, "no label colour on the canvas"
+    return float(columns.mean() + 0.5) / pixels.shape[1]
 
 
 def _set(driver, selector, value=None):
@@ -288,7 +304,7 @@ def test_viewer_in_headless_chromium(case_dir, tmp_path, chrome):
     truth = _canvas(chrome)
     assert body.get_attribute("data-overlay") == "gt"
     assert _colour(truth, ED_RGB) > 200 and _colour(truth, ED_RGB) > 10 * max(_colour(first, ED_RGB), 1)  # edema
-    assert _colour(truth, ET_RGB) < _colour(first, ET_RGB) / 2  # far less ET than the prediction
+    assert np.abs(truth - first).mean() > 1  # another label map
 
     _set(chrome, "#modality-t1")
     t1 = _canvas(chrome)
@@ -307,6 +323,14 @@ def test_viewer_in_headless_chromium(case_dir, tmp_path, chrome):
     assert _colour(full, ED_RGB) >= _colour(truth, ED_RGB) > 0
     ed_full = (np.abs(full - ED_RGB).max(axis=-1) < 30).sum()  # the pure label colour, only when opaque
     assert ed_full > 200 and (np.abs(truth - ED_RGB).max(axis=-1) < 30).sum() < ed_full / 4
+
+    _set(chrome, "#overlay-pred")  # ET on the patient's right only
+    chrome.find_element("css selector", 'button[data-slice="0"]').click()  # one axial slice, centred
+    radiological = _tumour_column(_canvas(chrome))
+    _set(chrome, "#radiological")  # to the neurological convention: the picture mirrors left-right
+    neurological = _tumour_column(_canvas(chrome))
+    assert radiological < 0.48 and neurological > 0.52  # the patient's right on the left, then on the right
+    assert neurological == pytest.approx(1 - radiological, abs=0.02)
 
     _set(chrome, "#overlay-none")
     _set(chrome, "#opacity", 50)
