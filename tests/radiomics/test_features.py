@@ -153,3 +153,15 @@ def test_the_feature_table_documents_every_column_once():
     text = feature_table_markdown()
     assert all(f.pattern in text for f in FEATURES)
     assert "197 features" in text
+
+
+def test_a_segmentation_model_error_is_a_failed_row_not_a_crash(synthetic_dataset):
+    from glioseg.radiomics.dataset import model_source
+
+    class Broken:
+        def predict_case(self, case):
+            raise RuntimeError("out of memory")
+
+    rows = extract_dataset(find_cases(synthetic_dataset)[:2], model_source(Broken(), "broken"))  # type: ignore[arg-type]
+    assert [r.values for r in rows] == [{}, {}]
+    assert all(r.error and r.case_id in r.error and "out of memory" in r.error for r in rows)

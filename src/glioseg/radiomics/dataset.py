@@ -8,7 +8,8 @@ Three sources of the label map (:class:`SegmentationSource`):
 - :func:`model_source`: a loaded :class:`glioseg.inference.predictor.Predictor` (the shipped model
   by default in the CLI) segments each case, as ``glioseg predict`` does.
 
-A failing case is recorded with its one-line error and the batch goes on.
+A failing case (unreadable file, label values of no scheme, a model error) is recorded with its
+one-line error and the batch goes on, as in ``glioseg predict``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from glioseg.data.nifti import Case, CaseError, CaseFiles, failure_message, read_case
-from glioseg.labels import LabelSchemeError
 from glioseg.radiomics.features import FeatureRow, case_features
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def extract_dataset(cases: Sequence[CaseFiles], source: SegmentationSource,
             geo = case.geometry
             row = FeatureRow(case.case_id, source.name,
                              case_features(case.image, labels, geo.canonical_spacing, geo.canonical_affine))
-        except (CaseError, LabelSchemeError, ValueError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 (isolate the case: report it and let the batch go on, as predict does)
             row = FeatureRow(files.case_id, source.name, {}, failure_message(files.case_id, exc))
         rows.append(row)
         if on_result is not None:
