@@ -17,7 +17,7 @@ SHARED=${SHARED:-../shared/data}
 mkdir -p "$WORK"
 nice -n 5 "$BIN/glioseg" features -i "$SHARED/brats18" -i "$SHARED/brats18_extra" --ground-truth \
   -o "$WORK/features_gt.csv"
-nice -n 5 "$BIN/glioseg" survival-fit "$WORK/features_gt.csv" "$SHARED/meta/brats2018_survival_data.csv" \
+nice -n 5 "$BIN/glioseg" survival fit "$WORK/features_gt.csv" "$SHARED/meta/brats2018_survival_data.csv" \
   -o "$WORK/survival" --cv repeated-kfold --folds 5 --repeats 20 --seed 0
 nice -n 5 "$BIN/glioseg" grade-fit "$WORK/features_gt.csv" "$SHARED/meta/brats2018_grade.csv" -o "$WORK/grade"
 if [ "$SHIP" = "--ship" ]; then

@@ -20,14 +20,16 @@ def _rendered(*args: str) -> str:
 
 def _bracketed_help(command: str) -> list[str]:
     """Each option help's bracketed pieces, as the help should show them (escapes removed)."""
-    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    click_command = typer.main.get_command(app)
+    for word in command.split():  # "survival fit": the group, then its command
+        click_command = click_command.commands[word]  # type: ignore[attr-defined]
     texts = [" ".join(p.help.split()) for p in click_command.params if getattr(p, "help", None)]
     return [m for text in texts for m in re.findall(r"\[[^\]]*[\])]", text.replace("\\[", "["))]
 
 
 @pytest.mark.parametrize("command", [name for name, _ in COMMANDS if name != "version"])
 def test_bracketed_help_text_is_shown(command):
-    rendered = _rendered(command)
+    rendered = _rendered(*command.split())
     for piece in _bracketed_help(command):
         assert piece in rendered, f"{command} --help lost {piece!r}"
 
@@ -51,4 +53,13 @@ def test_top_level_help_lists_the_workflow_in_order():
     listed = re.findall(r"^│ ([a-z][a-z-]*) ", output, flags=re.MULTILINE)
     workflow = ["check", "preprocess", "split", "train", "predict", "tune-postprocess", "evaluate", "show"]
     assert [name for name in listed if name in workflow] == workflow
-    assert listed == [name for name, _ in COMMANDS]  # every command, in the order cli/__init__ registers them
+    top = list(dict.fromkeys(name.split()[0] for name, _ in COMMANDS))
+    assert listed == top  # every command and group, in the order cli/__init__ registers them
+
+
+def test_a_group_lists_its_commands_and_runs_them():
+    output = runner.invoke(app, ["survival", "--help"], env=WIDE).output
+    listed = re.findall(r"^│ ([a-z][a-z-]*) ", output, flags=re.MULTILINE)
+    assert listed == [name.split()[1] for name, _ in COMMANDS if name.startswith("survival ")] == ["fit", "predict"]
+    assert runner.invoke(app, ["survival", "fit", "--help"], env=WIDE).exit_code == 0
+    assert "No such command" in runner.invoke(app, ["survival", "refit"], env=WIDE).output

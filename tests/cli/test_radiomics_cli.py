@@ -91,7 +91,7 @@ def test_survival_fit_then_predict_round_trip(features_csv, clinical, tmp_path):
     from glioseg.radiomics.survival import AGE, predict_days
 
     model_dir = tmp_path / "model"
-    output = _ok(["survival-fit", features_csv, clinical, "-o", model_dir, "--cv", "loo"])
+    output = _ok(["survival", "fit", features_csv, clinical, "-o", model_dir, "--cv", "loo"])
     assert "age_linear" in output and "5 patients" not in output and "6 patients (1 censored" in output
     for name in ("model.json", "cv_table.csv", "cv_table.md", "cv_predictions.csv", "predicted_vs_actual.png"):
         assert (model_dir / name).is_file(), name
@@ -100,7 +100,7 @@ def test_survival_fit_then_predict_round_trip(features_csv, clinical, tmp_path):
     assert sum(r["shipped"] == "yes" for r in table) == 1
     model = load_model(model_dir, "survival")
     out = tmp_path / "survival.csv"
-    _ok(["survival-predict", "--features", features_csv, "--clinical", clinical, "-m", model_dir, "-o", out])
+    _ok(["survival", "predict", "--features", features_csv, "--clinical", clinical, "-m", model_dir, "-o", out])
     predicted = _rows(out)
     features = {r["case_id"]: r for r in _rows(features_csv)}
     ages = {r["BraTS18ID"]: float(r["Age"]) for r in _rows(clinical)}
@@ -116,7 +116,7 @@ def test_survival_predict_from_images_with_the_shipped_model_needs_only_age(data
     ages = tmp_path / "ages.csv"
     ages.write_text("BraTS18ID,Age\n" + "".join(f"{r['case_id']},60\n" for r in _rows(features_csv)))
     out = tmp_path / "s.csv"
-    _ok(["survival-predict", "-i", dataset, "--ground-truth", "--clinical", ages, "-o", out])
+    _ok(["survival", "predict", "-i", dataset, "--ground-truth", "--clinical", ages, "-o", out])
     rows = _rows(out)
     assert len(rows) == 6 and {r["model"] for r in rows} == {"age_linear"}
     assert len({r["predicted_days"] for r in rows}) == 1  # the shipped baseline reads the age only
@@ -126,7 +126,7 @@ def test_survival_predict_from_images_with_the_shipped_model_needs_only_age(data
 def test_a_clinical_file_without_the_survival_column_is_refused_in_one_line(features_csv, tmp_path):
     bad = tmp_path / "clinical.csv"
     bad.write_text("BraTS18ID,Age\nx,50\n")
-    _refused(["survival-fit", features_csv, bad, "-o", tmp_path / "m"], str(bad), "lacks column(s) Survival",
+    _refused(["survival", "fit", features_csv, bad, "-o", tmp_path / "m"], str(bad), "lacks column(s) Survival",
              "BraTS18ID,Age,Survival")
     assert not (tmp_path / "m" / "model.json").exists()
 
@@ -134,7 +134,7 @@ def test_a_clinical_file_without_the_survival_column_is_refused_in_one_line(feat
 def test_survival_predict_refuses_a_case_without_age(features_csv, tmp_path):
     ages = tmp_path / "ages.csv"
     ages.write_text("BraTS18ID,Age\nsomeone_else,60\n")
-    _refused(["survival-predict", "--features", features_csv, "--clinical", ages, "-o", tmp_path / "s.csv"],
+    _refused(["survival", "predict", "--features", features_csv, "--clinical", ages, "-o", tmp_path / "s.csv"],
              "no Age for case(s)")
     assert not (tmp_path / "s.csv").exists()
 
@@ -163,8 +163,8 @@ def test_grade_with_the_shipped_model_and_grade_fit(dataset, features_csv, tmp_p
     (["grade", "-o", "{tmp}/g.csv"], "no input"),
     (["grade", "--features", "{tmp}/none.csv", "-o", "{tmp}/g.csv"], "features file not found"),
     (["grade", "--features", "{tmp}/none.csv", "-m", "{tmp}", "-o", "{tmp}/g.csv"], "no grade model here"),
-    (["survival-fit", "{tmp}/none.csv", "{tmp}/c.csv", "-o", "{tmp}/m"], "features file not found"),
-    (["survival-fit", "{tmp}/none.csv", "{tmp}/c.csv", "-o", "{tmp}/m", "--cv", "bootstrap"], "--cv"),
+    (["survival", "fit", "{tmp}/none.csv", "{tmp}/c.csv", "-o", "{tmp}/m"], "features file not found"),
+    (["survival", "fit", "{tmp}/none.csv", "{tmp}/c.csv", "-o", "{tmp}/m", "--cv", "bootstrap"], "--cv"),
     (["features", "-i", "{data}", "--ground-truth", "-o", "{data}/features.csv"], "inside the input folder"),
     (["grade", "--features", "{tmp}/f.csv", "-o", "{tmp}/f.csv"], "is an input"),
 ])
@@ -194,7 +194,7 @@ def test_survival_predict_with_an_imaging_model_measures_the_cases(dataset, tmp_
     ages = tmp_path / "ages.csv"
     ages.write_text("BraTS18ID,Age\n" + "".join(f"{r['case_id']},50\n" for r in _rows(features)))
     out = tmp_path / "s.csv"
-    _ok(["survival-predict", "-i", dataset, "--ground-truth", "--clinical", ages, "-m", tmp_path / "m", "-o", out])
+    _ok(["survival", "predict", "-i", dataset, "--ground-truth", "--clinical", ages, "-m", tmp_path / "m", "-o", out])
     volumes = {r["case_id"]: float(r["vol_WT_ml"]) for r in _rows(features)}
     for row in _rows(out):
         assert float(row["predicted_days"]) == pytest.approx(round(600 - 10 * volumes[row["case_id"]]))

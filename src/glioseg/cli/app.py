@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -37,7 +37,14 @@ def _click_exception() -> type[Exception]:
 
 class OneLineErrorGroup(TyperGroup):
     """The ``glioseg`` group: without a terminal on stderr, usage errors are click's plain one-line
-    ``Error: ...`` instead of rich's boxed panel (which wraps at 80 columns in logs)."""
+    ``Error: ...`` instead of rich's boxed panel (which wraps at 80 columns in logs). ``--help`` lists
+    commands and command groups together in ``order`` (the workflow order ``cli/__init__`` sets)."""
+
+    order: ClassVar[tuple[str, ...]] = ()
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        rank = {name: i for i, name in enumerate(self.order)}
+        return sorted(super().list_commands(ctx), key=lambda name: rank.get(name, len(rank)))
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:

@@ -1,7 +1,7 @@
-"""The radiomics commands: ``features``, ``survival-fit``, ``survival-predict``, ``grade`` and ``grade-fit``.
+"""The radiomics commands: ``features``, ``survival fit``, ``survival predict``, ``grade`` and ``grade-fit``.
 
-The survival commands are two flat commands rather than a ``survival`` sub-app because the CLI
-registers flat commands only (``glioseg.cli.COMMANDS``; ``glioseg --help`` lists exactly those).
+``survival fit`` and ``survival predict`` are the two commands of the ``survival`` group
+(``glioseg.cli.COMMANDS`` names them "survival fit" and "survival predict").
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def survival_predict(
     inputs: list[Path] | None = typer.Option(None, "-i", "--input", help=_INPUT_HELP),
     clinical: Path = typer.Option(..., "--clinical", help="CSV with BraTS18ID,Age (Survival is not needed)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output CSV: case_id, age, predicted_days, predicted_class."),
-    model: Path | None = typer.Option(None, "-m", "--model", help="Folder of `survival-fit -o` \\[shipped model]."),
+    model: Path | None = typer.Option(None, "-m", "--model", help="Folder of `survival fit -o` \\[shipped model]."),
     features_csv: Path | None = typer.Option(None, "--features", help="Use this features CSV instead of -i."),
     seg: Path | None = typer.Option(None, "--seg", help=_SEG_HELP),
     ground_truth: bool = typer.Option(False, "--ground-truth", help=_GT_HELP),

@@ -6,7 +6,7 @@ such as ``ALIVE (361 days later)``: the patient was alive at the last follow-up,
 lower bound (right-censored). :func:`parse_survival` *parses* such text into
 ``(361, event=False)``. The regression models and every CV metric use only deceased patients
 (``event=True``), as BraTS scores only them; a Cox model could use censored patients as such, and
-``glioseg survival-fit`` reports how many it left out. Other text (``NA``, empty) means unknown and the
+``glioseg survival fit`` reports how many it left out. Other text (``NA``, empty) means unknown and the
 row is excluded, which the fit also reports.
 
 Classes (BraTS, Bakas et al. 2018, arXiv:1811.02629): short < 10 months, mid 10-15 months,

@@ -4,7 +4,7 @@ a Cox model, the Breslow baseline cumulative hazard.
 Every model is linear in standardised inputs: ``eta = ((x - mean) / scale) . coef + intercept``;
 what ``eta`` means depends on ``kind``: ``linear`` (the prediction, in ``target`` units: days or
 log-days), ``cox`` (log relative hazard) or ``logistic`` (log-odds of HGG). The shipped models
-live in ``glioseg/weights/radiomics/`` and are written by ``scripts/fit_radiomics.py``.
+live in ``glioseg/weights/radiomics/`` and are written by ``scripts/fit_radiomics.sh``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def check_model(model: FittedModel, where: str) -> FittedModel:
                         f"version {FEATURE_VERSION}")
     if problems:
         raise RadiomicsError(f"{where}: not a usable {model.task} model ({'; '.join(problems)}); refit it with "
-                             f"`glioseg survival-fit` / scripts/fit_radiomics.py")
+                             f"`glioseg survival fit` / scripts/fit_radiomics.sh")
     return model
 
 
@@ -113,7 +113,7 @@ def load_model(path: Path | str, task: str) -> FittedModel:
     path = Path(path)
     file = path / MODEL_FILE if path.is_dir() else path
     if not file.is_file():
-        raise RadiomicsError(f"{file}: no {task} model here; give the folder `glioseg survival-fit -o` wrote, "
+        raise RadiomicsError(f"{file}: no {task} model here; give the folder `glioseg survival fit -o` wrote, "
                              "or drop -m to use the shipped model")
     try:
         data = json.loads(file.read_text())
