@@ -198,6 +198,8 @@ def predict(
                                       "<OUT>/<ID>.seg.dcm on the source series (--dicom, or --reference)."),
     reference: Path | None = typer.Option(None, "--reference", help="With --output-format dicom-seg and NIfTI "
                                           "input: the folder of the DICOM series the SEG references."),
+    viewer: bool = typer.Option(False, "--viewer", help="Also write <OUT>/viewer/<ID>.html: a self-contained "
+                                "NiiVue page of the four modalities with the prediction (and ground truth)."),
 ) -> None:
     """Segment cases with a trained model; write <OUT>/<ID>.nii.gz in each input's geometry and <OUT>/<ID>.json
     (volumes, components, bounding boxes, model, timings)."""
@@ -221,7 +223,7 @@ def predict(
             every_case = _predict_inputs(input_, t1, t1ce, t2, flair, case_id)
         references = _seg_references(studies, reference, every_case, output_format)
         _run(every_case, out, num_shards, shard_id, save_probabilities, output_label_scheme, label_scheme, threads,
-             started, references, skip_existing, force, _Model(model, fold_list, backend, graph_cache, {
+             started, references, skip_existing, force, viewer, _Model(model, fold_list, backend, graph_cache, {
                  "device": device, "precision": precision, "tta": tta, "cascade": cascade, "margin_mm": margin,
                  "overlap": overlap, "tile_batch": tile_batch, "mc_samples": mc_dropout,
                  "single_threaded_tiles": single_threaded_tiles}))
@@ -240,8 +242,9 @@ class _Model:
 
 def _run(every_case: list[CaseFiles], out: Path, num_shards: int, shard_id: int, save_probabilities: bool,
          output_label_scheme: str | None, label_scheme: str | None, threads: int | None, started: float,
-         references: dict[str, SeriesInfo] | None, skip_existing: bool, force: bool, model: _Model) -> None:
-    """Check the outputs, load the model and predict this shard's cases."""
+         references: dict[str, SeriesInfo] | None, skip_existing: bool, force: bool, viewer: bool,
+         model: _Model) -> None:
+    """Check the outputs, load the model and predict this shard's cases (and write their viewer pages)."""
     from glioseg.inference.batch import predict_dataset
     from glioseg.inference.cases import select_shard
     from glioseg.inference.manifest import manifest_path
@@ -265,7 +268,25 @@ def _run(every_case: list[CaseFiles], out: Path, num_shards: int, shard_id: int,
                                   save_probabilities=save_probabilities, manifest=manifest, force=force,
                                   started=started, record=record, extra_outputs=_extra_outputs(references, record),
                                   on_result=lambda r: bar.advance(r.case_id, r.status, r.error, f" {r.seconds:.1f}s"))
+    if viewer:  # here, not after predict(): --dicom's converted images live only inside its scratch folder
+        _write_viewers(cases, results, out, label_scheme, output_label_scheme)
     _summarise(results, out, manifest)
+
+
+def _write_viewers(cases: list[CaseFiles], results: list[CaseOutcome], out: Path, label_scheme: str | None,
+                   output_label_scheme: str | None) -> None:
+    """One viewer page per case with a label map (predicted now or before); a case without one is named."""
+    from glioseg.interop.viewer import write_prediction_viewers
+
+    predicted = {r.case_id for r in results if r.status != "failed"}
+    try:
+        pages, problems = write_prediction_viewers([c for c in cases if c.case_id in predicted], out,
+                                                   label_scheme=label_scheme, pred_label_scheme=output_label_scheme)
+    except OSError as exc:
+        fail(f"--viewer: cannot write {out / 'viewer'}: {exc}; free space or choose another -o/--out")
+    for case_id, why in problems.items():
+        typer.echo(f"warning: {case_id}: no viewer page: {why}", err=True)
+    typer.echo(f"{len(pages)} viewer page(s) -> {out / 'viewer'}")
 
 
 def _set_threads(threads: int | None) -> None:
