@@ -36,7 +36,7 @@ from glioseg.labels import ED, ET, NCR
 
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--use-angle=swiftshader",
-                "--enable-unsafe-swiftshader", "--window-size=1366,900"]
+                "--enable-unsafe-swiftshader", "--window-size=1366,1100"]  # the whole canvas on screen
 ET_RGB = np.array([round(255 * c) for c in LABEL_COLOURS[ET]])
 ED_RGB = np.array([round(255 * c) for c in LABEL_COLOURS[ED]])
 
@@ -249,6 +249,7 @@ FRAME = "var done = arguments[0]; requestAnimationFrame(function () { requestAni
 
 
 def _canvas(driver) -> np.ndarray:
+    driver.execute_script("window.scrollTo(0, 0);")  # the same part of the canvas every time
     driver.execute_async_script(FRAME)  # the redraw reached the screen
     png = driver.find_element("id", "gl").screenshot_as_png
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
@@ -335,6 +336,11 @@ def test_viewer_in_headless_chromium(case_dir, tmp_path, chrome):
     _set(chrome, "#overlay-none")
     _set(chrome, "#opacity", 50)
     assert _colour(_canvas(chrome), ED_RGB) < 10
+
+    _set(chrome, "#overlay-gt")
+    chrome.find_element("id", "gl").click()  # a click moves the crosshair; the status line names what is there
+    status = chrome.find_element("id", "status").text
+    assert status.startswith("mm [") and "flair " in status and "gt " in status, status
 
     assert [e for e in chrome.get_log("browser") if e["level"] == "SEVERE"] == []
     requested = [json.loads(e["message"])["message"] for e in chrome.get_log("performance")]

@@ -36,23 +36,22 @@
   function opacity() { return Number(document.getElementById("opacity").value) / 100; }
 
   function redraw() {
-    Object.keys(overlays).forEach(function (key) { overlays[key].opacity = key === shown ? opacity() : 0; });
-    nv.updateGLVolume();  // once for all layers: each GL update re-blends every layer
+    // the stack is the background and the shown label map only; one GL update re-blends it
+    var stack = [images[base]];
+    if (overlays[shown] !== undefined) {
+      overlays[shown].opacity = opacity();
+      stack.push(overlays[shown]);
+    }
+    nv.volumes = stack;
+    nv.back = stack[0];
+    nv.overlays = stack.slice(1);
+    nv.updateGLVolume();
     body.dataset.modality = base;
     body.dataset.overlay = shown;
     body.dataset.opacity = String(opacity());
-    nv.drawScene();
   }
 
-  function setModality(key) {
-    if (key === base) { return; }
-    var old = images[base];
-    nv.addVolume(images[key]);
-    nv.setVolume(images[key], 0);  // the new background, under the overlays
-    nv.removeVolume(old);
-    base = key;
-    redraw();
-  }
+  function setModality(key) { base = key; redraw(); }
 
   function setOverlay(key) { shown = key; redraw(); }
 
@@ -108,19 +107,17 @@
       images[m] = await load(m, "gray");
     }
     base = config.initial_modality;
-    nv.addVolume(images[base]);
     for (var j = 0; j < config.overlays.length; j++) {
       var key = config.overlays[j].key;
       overlays[key] = await load(key, "gray");
       overlays[key].setColormapLabel(labelLut());
-      nv.addVolume(overlays[key]);
     }
     shown = config.overlays.length ? config.overlays[0].key : "none";
     nv.onLocationChange = describe;
-    nv.setSliceType(niivue.SLICE_TYPE.MULTIPLANAR);
-    if (config.centre_mm) { nv.scene.crosshairPos = nv.mm2frac(config.centre_mm); }  // open on the tumour
-    wire();
     redraw();
+    if (config.centre_mm) { nv.scene.crosshairPos = nv.mm2frac(config.centre_mm); }  // open on the tumour
+    nv.setSliceType(niivue.SLICE_TYPE.MULTIPLANAR);  // draws the scene
+    wire();
     body.dataset.loadMs = String(Math.round(performance.now() - t0));
     body.dataset.state = "ready";
     status.textContent = "Click or drag in a view to move the crosshair; scroll to change slices.";
