@@ -234,6 +234,11 @@ def test_real_case_as_dicom_with_the_shipped_model(tmp_path: Path, shared_brats1
     _seg_equals_nifti(out, case_dir.name, dicom / "t1ce")
     truth = np.asarray(nib.load(str(case_dir / f"{case_dir.name}_seg.nii.gz")).dataobj)
     pred = np.asarray(nib.load(str(out / f"{case_dir.name}.nii.gz")).dataobj)
+    from_nifti = runner.invoke(app, ["predict", "-i", str(case_dir), "-o", str(tmp_path / "out_nifti")])
+    assert from_nifti.exit_code == 0, from_nifti.output
+    nifti_img = nib.load(str(tmp_path / "out_nifti" / f"{case_dir.name}.nii.gz"))
+    np.testing.assert_array_equal(pred, np.asarray(nifti_img.dataobj))  # the DICOM path changes nothing
+    np.testing.assert_allclose(nib.load(str(out / f"{case_dir.name}.nii.gz")).affine, nifti_img.affine, atol=1e-4)
     both = np.count_nonzero((truth > 0) & (pred > 0))
     assert 2 * both / (np.count_nonzero(truth) + np.count_nonzero(pred)) > 0.7, "whole-tumour Dice on the DICOM path"
 
