@@ -39,7 +39,7 @@ def evaluate(
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring cases in parallel."),
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Embed best/median/worst pictures."),
     viewer: bool = typer.Option(False, "--viewer", help="Also write a NiiVue viewer page per case into "
-                                "REPORT/viewer/ (about 12 MB each for BraTS-sized cases; needs --gt to be a dataset "
+                                "REPORT/viewer/ (12-15 MB each for BraTS-sized cases; needs --gt to be a dataset "
                                 "folder with images) and link each case of the report to it."),
 ) -> None:
     """Score predictions by the BraTS rules of one protocol: CSV, JSON summary and an HTML report."""

@@ -30,7 +30,7 @@ def view(
     """Write one HTML page that shows a case in the browser, offline: the four modalities (switchable),
     the prediction and the ground truth as label overlays (NCR red, ED green, ET yellow) with an
     opacity slider, three planes or one, and the volumes in ml. NiiVue and the volumes are inside
-    the page (about 12 MB for a 240 x 240 x 155 case), so it opens from file:// with no network.
+    the page (12-15 MB for a 240 x 240 x 155 case), so it opens from file:// with no network.
     """
     from glioseg.data.naming import DatasetError
     from glioseg.data.nifti import CaseError

@@ -6,7 +6,7 @@ is one file that works from ``file://`` with no network: the NiiVue browser bund
 volume are inlined. Volumes are embedded as base64 gzip NIfTI in the canonical orientation with
 their world affine: images as int16 (exact for the integer intensities BraTS ships, otherwise
 scaled through ``scl_slope``), label maps as uint8 canonical labels (:mod:`glioseg.labels`). A
-240 x 240 x 155 BraTS case with a prediction and its ground truth makes a page of about 12 MB.
+240 x 240 x 155 BraTS case with a prediction and its ground truth makes a page of 12-15 MB.
 
 The page shows one modality at a time (switchable), one label overlay at a time (prediction,
 ground truth or none) in the colours of :data:`glioseg.evaluation.figures.LABEL_COLOURS` (NCR red,
