@@ -87,3 +87,19 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if count:
         terminalreporter.write_line(f"{count} tests/interop tests deselected: they run in their own process "
                                     "(`python -m pytest tests/interop`, as `make test` does)")
+
+
+@pytest.fixture()
+def one_line_error() -> Callable[..., str]:
+    """``check(result, *words)``: a CLI result failed cleanly, exit 1 and one ``error:`` line on stderr
+    naming every word; returns that line."""
+
+    def check(result: Any, *words: str) -> str:
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        for word in words:
+            assert word in lines[0], (word, lines[0])
+        return lines[0]
+
+    return check

@@ -42,15 +42,6 @@ def no_model(monkeypatch):
     monkeypatch.setattr("glioseg.cli.predict._load_predictor", load)
 
 
-def _one_line_error(result, *names: str) -> str:
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    return lines[0]
-
-
 @pytest.mark.parametrize("flags,option", [
     (["--overlap", "1"], "--overlap"), (["--overlap", "-0.1"], "--overlap"), (["--margin", "-1"], "--margin"),
     (["--tta", "sometimes"], "--tta"), (["--tta", "9"], "--tta"), (["--precision", "fp8"], "--precision"),
@@ -58,9 +49,9 @@ def _one_line_error(result, *names: str) -> str:
     (["--folds", "a,b"], "--folds"), (["--folds", "-1"], "--folds"), (["--folds", "0,0"], "--folds"),
     (["--folds", ","], "--folds"),
 ])
-def test_predict_option_values_checked_up_front(synthetic_dataset, tmp_path, no_model, flags, option):
+def test_predict_option_values_checked_up_front(synthetic_dataset, tmp_path, no_model, flags, option, one_line_error):
     result = runner.invoke(app, ["predict", "-i", str(synthetic_dataset), "-o", str(tmp_path / "o"), *flags])
-    _one_line_error(result, option)
+    one_line_error(result, option)
     assert not (tmp_path / "o").exists()
 
 
@@ -72,32 +63,33 @@ def _snapshot(root: Path) -> dict[Path, int]:
     ("brats2017", "{case}"), ("brats2017", "{case}/sub"), ("msd", "imagesTr"), ("msd", "labelsTr"),
     ("msd", "labelsTr/more"),
 ])
-def test_predict_refuses_to_write_into_the_inputs(make_synthetic_dataset, tmp_path, no_model, layout, where):
+def test_predict_refuses_to_write_into_the_inputs(make_synthetic_dataset, tmp_path, no_model, layout, where,
+                                                  one_line_error):
     data = tmp_path / "data"
     shutil.copytree(make_synthetic_dataset(layout=layout, n_cases=2, shape=(16, 16, 16)), data)
     case = find_cases(data)[0]
     out = data / where.format(case=case.case_id)
     before = _snapshot(data)
     result = runner.invoke(app, ["predict", "-i", str(data), "-o", str(out)])
-    line = _one_line_error(result, "-o", str(out))
+    line = one_line_error(result, "-o", str(out))
     assert str(out.parent if where.endswith(("sub", "more")) else out) in line.split(str(out), 1)[1]
     assert _snapshot(data) == before  # nothing written, nothing touched
 
 
-def test_predict_files_refuses_their_own_folder(synthetic_dataset, tmp_path, no_model):
+def test_predict_files_refuses_their_own_folder(synthetic_dataset, tmp_path, no_model, one_line_error):
     case_dir = tmp_path / "case"
     shutil.copytree(next(p for p in synthetic_dataset.iterdir() if p.is_dir()), case_dir)
     files = [f"--{m}={next(case_dir.glob(f'*_{m}.nii.gz'))}" for m in ("t1", "t1ce", "t2", "flair")]
     before = _snapshot(case_dir)
-    _one_line_error(runner.invoke(app, ["predict", *files, "-o", str(case_dir)]), str(case_dir))
+    one_line_error(runner.invoke(app, ["predict", *files, "-o", str(case_dir)]), str(case_dir))
     assert _snapshot(case_dir) == before
 
 
-def test_predict_unusable_output_paths_are_one_line(synthetic_dataset, tmp_path, no_model):
+def test_predict_unusable_output_paths_are_one_line(synthetic_dataset, tmp_path, no_model, one_line_error):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
-    _one_line_error(runner.invoke(app, ["predict", "-i", str(synthetic_dataset), "-o", str(a_file)]), str(a_file))
+    one_line_error(runner.invoke(app, ["predict", "-i", str(synthetic_dataset), "-o", str(a_file)]), str(a_file))
     assert a_file.read_text() == "keep me"
     out = tmp_path / "out"
     (out / "manifest.jsonl").mkdir(parents=True)  # the manifest cannot be written
-    _one_line_error(runner.invoke(app, ["predict", "-i", str(synthetic_dataset), "-o", str(out)]), "manifest.jsonl")
+    one_line_error(runner.invoke(app, ["predict", "-i", str(synthetic_dataset), "-o", str(out)]), "manifest.jsonl")

@@ -144,15 +144,6 @@ def test_mc_dropout_and_unknown_backend_refused(tiny_folds, tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 
-def _one_line_error(result, *words: str) -> str:
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
-
-
 @pytest.fixture()
 def no_model(monkeypatch):
     def load(*args, **kwargs):
@@ -168,17 +159,19 @@ def no_model(monkeypatch):
     (["--backend", "onnxruntime", "--precision", "bf16"], ["--backend onnxruntime runs fp32", "not bf16"]),
     (["--backend", "openvino", "--precision", "fp16"], ["--backend openvino runs fp32 or bf16", "not fp16"]),
 ])
-def test_cli_backend_options_checked_before_loading(flags, words, synthetic_dataset, tmp_path, no_model):
-    _one_line_error(runner.invoke(app, ["predict", "-i", str(synthetic_dataset), "-o", str(tmp_path / "o"), *flags]),
-                    *words)
+def test_cli_backend_options_checked_before_loading(flags, words, synthetic_dataset, tmp_path, no_model,
+                                                    one_line_error):
+    one_line_error(runner.invoke(app, ["predict", "-i", str(synthetic_dataset), "-o", str(tmp_path / "o"), *flags]),
+                   *words)
 
 
 @pytest.mark.parametrize("backend,extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
-def test_cli_missing_backend_package_is_one_line(backend, extra, synthetic_dataset, tmp_path, monkeypatch, no_model):
+def test_cli_missing_backend_package_is_one_line(backend, extra, synthetic_dataset, tmp_path, monkeypatch, no_model,
+                                                 one_line_error):
     monkeypatch.setitem(sys.modules, backend, None)  # simulate an uninstalled package
     result = runner.invoke(app, ["predict", "-i", str(synthetic_dataset), "-o", str(tmp_path / "o"),
                                  "--backend", backend])
-    _one_line_error(result, f"--backend {backend}", f"pip install 'glioseg[{extra}]'", "--backend torch")
+    one_line_error(result, f"--backend {backend}", f"pip install 'glioseg[{extra}]'", "--backend torch")
 
 
 def test_cli_predict_onnxruntime_writes_the_torch_labels(tiny_folds, tiny_onnx, graph_cache, make_synthetic_dataset,

@@ -171,31 +171,22 @@ def test_weights_key_follows_the_weights(tiny_folds, tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 
-def _one_line_error(result, *words: str) -> str:
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
-
-
-def test_cli_unknown_format_is_one_line(tiny_folds, tmp_path):
+def test_cli_unknown_format_is_one_line(tiny_folds, tmp_path, one_line_error):
     result = runner.invoke(app, ["export-model", str(tiny_folds), str(tmp_path / "o"), "--format", "tflite"])
-    _one_line_error(result, "--format", "tflite", "onnx")
+    one_line_error(result, "--format", "tflite", "onnx")
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_existing_out_is_one_line(tiny_folds, tmp_path):
+def test_cli_existing_out_is_one_line(tiny_folds, tmp_path, one_line_error):
     (tmp_path / "o").mkdir()
-    _one_line_error(runner.invoke(app, ["export-model", str(tiny_folds), str(tmp_path / "o"), "--format", "onnx"]),
-                    "already exists", "--overwrite")
+    one_line_error(runner.invoke(app, ["export-model", str(tiny_folds), str(tmp_path / "o"), "--format", "onnx"]),
+                   "already exists", "--overwrite")
 
 
-def test_cli_missing_backend_package_is_one_line(tiny_folds, tmp_path, monkeypatch):
+def test_cli_missing_backend_package_is_one_line(tiny_folds, tmp_path, monkeypatch, one_line_error):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     result = runner.invoke(app, ["export-model", str(tiny_folds), str(tmp_path / "o"), "--format", "openvino"])
-    _one_line_error(result, "openvino", "pip install 'glioseg[openvino]'")
+    one_line_error(result, "openvino", "pip install 'glioseg[openvino]'")
     assert not (tmp_path / "o").exists()
 
 
@@ -207,8 +198,8 @@ def test_cli_export_onnx_of_a_fold_run(tiny_folds, tmp_path):
     assert set(read_export(tmp_path / "o")["stages"]) == {"low", "high"}
 
 
-def test_cli_zip_stays_the_default_and_refuses_an_existing_zip(tmp_path):
+def test_cli_zip_stays_the_default_and_refuses_an_existing_zip(tmp_path, one_line_error):
     result = runner.invoke(app, ["export-model", "default", str(tmp_path / "m.zip")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.zip").stat().st_size > 1_000_000
-    _one_line_error(runner.invoke(app, ["export-model", "default", str(tmp_path / "m.zip")]), "already exists")
+    one_line_error(runner.invoke(app, ["export-model", "default", str(tmp_path / "m.zip")]), "already exists")
