@@ -22,6 +22,11 @@ _INPUT_HELP = "A case or dataset folder (any layout); repeat -i to combine datas
 _SEG_HELP = "Folder of segmentations (<ID>.nii.gz as `glioseg predict` writes) \\[segment with the model]."
 _GT_HELP = "Measure on the dataset's own ground-truth segmentations (<ID>_seg.nii.gz) instead of predicting."
 _MODEL_HELP = "Segmentation model for cases without --seg: run directory, bundle or name \\[shipped default]."
+# the segmentation-source options features, survival predict and grade share (typer reads them as metadata)
+_SEG_OPTION = typer.Option(None, "--seg", help=_SEG_HELP)
+_GT_OPTION = typer.Option(False, "--ground-truth", help=_GT_HELP)
+_MODEL_OPTION = typer.Option(None, "--seg-model", help=_MODEL_HELP)
+_DEVICE_OPTION = typer.Option("auto", "--device", help="Device of the segmentation model: auto, cpu, cuda.")
 
 
 def _source(seg: Path | None, ground_truth: bool, seg_model: str | None, device: str) -> SegmentationSource:
@@ -138,10 +143,10 @@ def _case_ids_only(inputs: list[Path]) -> FeatureTable:
 def features(
     inputs: list[Path] = typer.Option(..., "-i", "--input", help=_INPUT_HELP),
     out: Path = typer.Option(..., "-o", "--out", help="Output CSV: case_id, segmentation, one column per feature."),
-    seg: Path | None = typer.Option(None, "--seg", help=_SEG_HELP),
-    ground_truth: bool = typer.Option(False, "--ground-truth", help=_GT_HELP),
-    seg_model: str | None = typer.Option(None, "--seg-model", help=_MODEL_HELP),
-    device: str = typer.Option("auto", "--device", help="Device of the segmentation model: auto, cpu, cuda."),
+    seg: Path | None = _SEG_OPTION,
+    ground_truth: bool = _GT_OPTION,
+    seg_model: str | None = _MODEL_OPTION,
+    device: str = _DEVICE_OPTION,
 ) -> None:
     """Radiomics features per case (volumes, shape, location, intensity, GLCM texture) into a CSV."""
     from glioseg.radiomics.catalog import FEATURE_NAMES
@@ -193,10 +198,10 @@ def survival_predict(
     out: Path = typer.Option(..., "-o", "--out", help="Output CSV: case_id, age, predicted_days, predicted_class."),
     model: Path | None = typer.Option(None, "-m", "--model", help="Folder of `survival fit -o` \\[shipped model]."),
     features_csv: Path | None = typer.Option(None, "--features", help="Use this features CSV instead of -i."),
-    seg: Path | None = typer.Option(None, "--seg", help=_SEG_HELP),
-    ground_truth: bool = typer.Option(False, "--ground-truth", help=_GT_HELP),
-    seg_model: str | None = typer.Option(None, "--seg-model", help=_MODEL_HELP),
-    device: str = typer.Option("auto", "--device", help="Device of the segmentation model: auto, cpu, cuda."),
+    seg: Path | None = _SEG_OPTION,
+    ground_truth: bool = _GT_OPTION,
+    seg_model: str | None = _MODEL_OPTION,
+    device: str = _DEVICE_OPTION,
 ) -> None:
     """Predict overall survival (days and short/mid/long class) per case.
 
@@ -242,10 +247,10 @@ def grade(
     out: Path = typer.Option(..., "-o", "--out", help="Output CSV: case_id, p_hgg, predicted_grade."),
     model: Path | None = typer.Option(None, "-m", "--model", help="Grade model folder \\[shipped model]."),
     features_csv: Path | None = typer.Option(None, "--features", help="Use this features CSV instead of -i."),
-    seg: Path | None = typer.Option(None, "--seg", help=_SEG_HELP),
-    ground_truth: bool = typer.Option(False, "--ground-truth", help=_GT_HELP),
-    seg_model: str | None = typer.Option(None, "--seg-model", help=_MODEL_HELP),
-    device: str = typer.Option("auto", "--device", help="Device of the segmentation model: auto, cpu, cuda."),
+    seg: Path | None = _SEG_OPTION,
+    ground_truth: bool = _GT_OPTION,
+    seg_model: str | None = _MODEL_OPTION,
+    device: str = _DEVICE_OPTION,
 ) -> None:
     """HGG vs LGG probability per case (trained on 31 cases, 4 of them LGG: see the model card)."""
     from glioseg.radiomics.errors import RadiomicsError
