@@ -116,6 +116,7 @@ class StageConfig:
         val_window: sliding-window size for validation; None runs whole (padded) cases.
         precision: ``fp32``, ``bf16`` (CPU/CUDA) or ``fp16`` (CUDA).
         cascade_from: stage whose prediction guides this one at inference (informational).
+        model_selection: ``last`` (the final weights; validation only monitors) or ``best`` (best validation Dice).
     """
 
     name: str = "main"
@@ -135,6 +136,7 @@ class StageConfig:
     val_window: tuple[int, int, int] | None = None
     precision: str = "fp32"
     cascade_from: str | None = None
+    model_selection: str = "last"
 
     def __post_init__(self) -> None:
         for key in ("patch_size", "val_window"):
@@ -149,14 +151,16 @@ class StageConfig:
         _require(self.precision in PRECISIONS,
                  f"stage {self.name}: precision {self.precision!r}: choose one of {list(PRECISIONS)}")
         _require(self.name.isidentifier(), f"stage name {self.name!r} must be a simple identifier (folder name)")
+        _require(self.model_selection in ("last", "best"),
+                 f"stage {self.name}: model_selection {self.model_selection!r}: choose 'last' or 'best'")
 
     def _window(self, key: str, value: Any) -> tuple[int, int, int]:
         """``patch_size`` / ``val_window`` as 3 ints, each a positive multiple of ``2**(depth-1)`` (never truncated)."""
         items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
         divisor = 2 ** (self.model.depth - 1)
         sizes = [int(s) for s in items if isinstance(s, numbers.Integral) and not isinstance(s, bool)]
-        _require(len(sizes) == len(items) == 3 and all(s > 0 and s % divisor == 0 for s in sizes),
-                 f"stage {self.name}: {key} {value!r} must be 3 positive integer multiples of {divisor} "
+        ok = len(sizes) == len(items) == 3 and all(s > 0 and s % divisor == 0 for s in sizes)
+        _require(ok, f"stage {self.name}: {key} {value!r} must be 3 positive integer multiples of {divisor} "
                  f"(2**(depth-1) for depth {self.model.depth})")
         return sizes[0], sizes[1], sizes[2]
 
@@ -218,11 +222,8 @@ def isensee2017_preset() -> TrainConfig:
 
 
 def cpu_preset() -> TrainConfig:
-    """Two-stage recipe for 2 CPU cores: 2 mm whole brain, then 1 mm patches around the tumour.
-
-    The settings validated for the shipped model (``configs/cpu_shipped.yaml`` also pins one thread
-    per process so both stages train side by side); ``low`` alone is shipped, ``high`` feeds the cascade.
-    """
+    """Two-stage recipe for 2 CPU cores: 2 mm whole brain, then 1 mm patches around the tumour (the
+    settings of ``configs/cpu_shipped.yaml``, which also pins one thread per process); ``high`` feeds the cascade."""
     cosine = OptimConfig(lr=5e-4, weight_decay=1e-5, schedule="cosine")
     low = StageConfig(name="low", spacing_mm=2.0, patch_size=(96, 96, 96), whole_volume=True, batch_size=2,
                       fg_fraction=0.0, model=ModelConfig(base_filters=16, depth=5, dropout=0.3), optim=cosine,

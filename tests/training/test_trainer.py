@@ -173,7 +173,7 @@ def test_cli_train_end_to_end(preprocessed, tmp_path):
             "--iterations", "2", "--device", "cpu", "--no-progress"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "1 epochs" in result.output and "best epoch 0" in result.output
+    assert "1 epochs" in result.output and "best validation epoch 0" in result.output
     assert load_run(run).config.stage("main").iterations == 2
     # re-running resumes from the saved config (here: already finished)
     result = CliRunner().invoke(app, ["train", str(preprocessed), str(run), "--no-progress"])

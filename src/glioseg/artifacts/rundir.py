@@ -102,12 +102,14 @@ def record_stage(run_dir: Path, stage: StageConfig, history: list[dict[str, floa
         run_dir: the run directory.
         stage: the stage's config.
         history: one row per finished epoch (``epoch``, losses, ``dice_*`` when validated).
-        best_epoch: epoch of ``model.safetensors`` (-1: no validation, the latest epoch).
+        best_epoch: the epoch of best mean validation Dice (-1: no validation); it is the epoch of
+            ``model.safetensors`` only with ``model_selection: best`` (else the latest epoch is).
         seconds: training wall time so far.
         window: the tile validation used, recorded as the inference ``patch_size`` (default:
             ``val_window``, else ``patch_size``).
     """
     best = next((r for r in history if r["epoch"] == best_epoch), {})
+    chosen_by_validation = best_epoch >= 0 and stage.model_selection == "best"
 
     def update(info: dict[str, Any]) -> None:
         info.setdefault("stages", {})[stage.name] = {
@@ -115,8 +117,9 @@ def record_stage(run_dir: Path, stage: StageConfig, history: list[dict[str, floa
             "target": stage.target, "model": to_dict(stage.model), "cascade_from": stage.cascade_from,
             "epochs_done": len(history), "epochs": stage.epochs, "train_seconds": round(seconds, 1),
             "best_epoch": best_epoch, "best_validation": {k: v for k, v in best.items() if k.startswith("dice_")},
-            "model_epoch": best_epoch if best_epoch >= 0 else len(history) - 1,
-            "model_selection": "best mean validation Dice" if best_epoch >= 0 else "last epoch (no validation)",
+            "model_epoch": best_epoch if chosen_by_validation else len(history) - 1,
+            "model_selection": "best mean validation Dice" if chosen_by_validation else
+            "last epoch" if best_epoch >= 0 else "last epoch (no validation)",
         }
         if len(history) >= stage.epochs:
             info["finished"] = _now()  # the latest stage to finish

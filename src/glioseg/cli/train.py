@@ -175,8 +175,10 @@ def _print_results(results: list[StageResult]) -> None:
     for r in results:
         best = next((row for row in r.progress.history if row["epoch"] == r.progress.best_epoch), {})
         dice = "  ".join(f"{k[5:]} {v:.3f}" for k, v in best.items() if k.startswith("dice_"))
-        chosen = (f"best epoch {r.progress.best_epoch}  {dice}" if dice else
-                  f"no validation, model = last epoch ({r.progress.epoch - 1})")
+        last = r.progress.epoch - 1
+        chosen = (f"no validation, model = last epoch ({last})" if not dice else
+                  f"best epoch {r.progress.best_epoch}  {dice}" if r.model_selection == "best" else
+                  f"model = last epoch ({last}); best validation epoch {r.progress.best_epoch}  {dice}")
         typer.echo(f"{r.stage_dir}: {r.progress.epoch} epochs, {r.progress.seconds / 60:.1f} min; {chosen}")
 
 

@@ -53,6 +53,7 @@ class StageResult:
     progress: Progress
     finished: bool
     model: nn.Module
+    model_selection: str = "last"
 
 
 def train_step(model: nn.Module, batch: dict[str, Any], loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
@@ -238,12 +239,13 @@ class _StageRun:
         record_stage(self.run_dir, stage, p.history, p.best_epoch, p.seconds, self.window)
 
     def _save_best(self, score: float) -> None:
-        """Write ``model.safetensors`` when the score improves (always without validation cases)."""
+        """Write ``model.safetensors``: the latest weights (``model_selection: last``, or no validation
+        cases), else when the score improves; the best validated epoch is tracked either way."""
         p, path = self.progress, self.stage_dir / "model.safetensors"
-        # without validation cases there is nothing to select on: the latest weights are the model
-        if score > p.best_score or not self.val_ids or not path.exists():
-            if score > p.best_score:
-                p.best_score, p.best_epoch = score, p.epoch - 1
+        improved = score > p.best_score
+        if improved:
+            p.best_score, p.best_epoch = score, p.epoch - 1
+        if improved or self.stage.model_selection == "last" or not self.val_ids or not path.exists():
             save_weights(self.model, path, {"stage": self.stage.name, "epoch": str(p.epoch - 1),
                                             "dice_mean": f"{score:.4f}"})
 
@@ -326,7 +328,7 @@ def train_stage(config: TrainConfig, stage_name: str, preprocessed: Path | str, 
             finished = run.loop(max_steps)
     finally:
         monitor.close()
-    return StageResult(run.stage_dir, progress, finished, unwrap(run.model))
+    return StageResult(run.stage_dir, progress, finished, unwrap(run.model), run.stage.model_selection)
 
 
 def fit(config: TrainConfig, preprocessed: Path | str, run_dir: Path | str, stage_name: str | None = None,
