@@ -183,6 +183,16 @@ def test_a_case_that_fails_is_named_and_the_others_are_written(dataset, tmp_path
     assert len(_rows(out)) == 5
 
 
+def test_when_every_case_fails_nothing_is_written_and_the_error_says_so(dataset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(dataset, root)
+    for seg in root.glob("*/*_seg.nii.gz"):
+        seg.unlink()
+    out = tmp_path / "f.csv"
+    line = _refused(["features", "-i", root, "--ground-truth", "-o", out], "6 case(s) failed", "no case succeeded")
+    assert "the others were written" not in line and not out.exists()
+
+
 def test_survival_predict_with_an_imaging_model_measures_the_cases(dataset, tmp_path):
     from glioseg.radiomics.models_io import FittedModel, save_model
 

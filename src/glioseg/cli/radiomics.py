@@ -87,7 +87,8 @@ def _report_failures(rows: list[FeatureRow]) -> None:
     for r in failed:
         typer.echo(f"failed: {r.error}", err=True)
     if failed:
-        fail(f"{len(failed)} case(s) failed: {', '.join(r.case_id for r in failed)}; the others were written")
+        outcome = "the others were written" if len(failed) < len(rows) else "no case succeeded"
+        fail(f"{len(failed)} case(s) failed: {', '.join(r.case_id for r in failed)}; {outcome}")
 
 
 def _check_output_not_input(out: Path, folders: list[Path] | None, files: list[Path | None]) -> None:
