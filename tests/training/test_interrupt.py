@@ -16,8 +16,6 @@ from typer.testing import CliRunner
 
 import glioseg.training.trainer as trainer
 from glioseg.cli import app
-from glioseg.data.layouts import find_cases
-from glioseg.preprocessing.cache import preprocess_dataset
 from glioseg.training.interrupt import TrainingInterrupted
 from glioseg.training.trainer import fit
 
@@ -26,14 +24,6 @@ from test_trainer import tiny_config
 
 SMALL_YAML = ("stages:\n  - name: main\n    patch_size: [32, 32, 32]\n"
               "    model: {base_filters: 4, depth: 3}\n    val_window: [32, 32, 32]\n")
-
-
-@pytest.fixture(scope="module")
-def preprocessed(make_synthetic_dataset, tmp_path_factory) -> Path:
-    raw = make_synthetic_dataset(n_cases=4, shape=(32, 32, 32), seed=1)
-    out = tmp_path_factory.mktemp("pre")
-    assert not preprocess_dataset(find_cases(raw), out).failed
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ held-out scores of the run stay unbiased), or the best validated epoch with ``mo
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,25 +12,15 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from glioseg.config import ConfigError, ModelConfig, StageConfig, TrainConfig, from_dict
-from glioseg.data.layouts import find_cases
-from glioseg.preprocessing.cache import preprocess_dataset
+from glioseg.config import ConfigError, TrainConfig, from_dict
 from glioseg.training.trainer import fit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_trainer import tiny_config
 
 
 def _config(**stage_changes) -> TrainConfig:
-    stage = StageConfig(name="main", patch_size=(32, 32, 32), batch_size=2, model=ModelConfig(base_filters=4, depth=3),
-                        epochs=3, iterations=2, val_every=1, fg_fraction=0.5)
-    return TrainConfig(preset="test", stages=(replace(stage, **stage_changes),), device="cpu", deterministic=True,
-                       seed=3, threads=1)
-
-
-@pytest.fixture(scope="module")
-def preprocessed(make_synthetic_dataset, tmp_path_factory) -> Path:
-    raw = make_synthetic_dataset(n_cases=4, shape=(32, 32, 32), seed=1)
-    out = tmp_path_factory.mktemp("pre")
-    assert not preprocess_dataset(find_cases(raw), out).failed
-    return out
+    return tiny_config(epochs=3, iterations=2, **stage_changes)
 
 
 @pytest.fixture()

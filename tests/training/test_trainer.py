@@ -29,15 +29,6 @@ def tiny_config(**stage_changes) -> TrainConfig:
                        deterministic=True, seed=3, threads=1)
 
 
-@pytest.fixture(scope="module")
-def preprocessed(make_synthetic_dataset, tmp_path_factory) -> Path:
-    raw = make_synthetic_dataset(n_cases=4, shape=(32, 32, 32), seed=1)
-    out = tmp_path_factory.mktemp("pre")
-    result = preprocess_dataset(find_cases(raw), out)
-    assert not result.failed
-    return out
-
-
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
