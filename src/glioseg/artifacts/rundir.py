@@ -48,8 +48,10 @@ class StageModel:
     """A trained stage ready for inference: ``model`` in eval mode, on the CPU.
 
     Attributes:
-        patch_size: sliding-window tile for inference (the stage's ``val_window`` when set,
-            else its training patch).
+        patch_size: sliding-window tile for inference: the tile the run recorded in ``run.json``
+            (the one its validation predicted with: the whole padded case for a patch-trained stage,
+            see :func:`glioseg.training.validation.validation_window`), else the stage's
+            ``val_window`` when set, else its training patch.
         target: ``regions`` (sigmoid WT/TC/ET) or ``labels`` (softmax BG/NCR/ED/ET).
     """
 
@@ -332,16 +334,22 @@ def load_run(run_dir: Path | str, device: str = "cpu") -> RunBundle:
         verify_bundle(run_dir)  # a bundle: every file must match its sha256 before anything is loaded
     config = load_config(run_dir / "config.yaml")
     info = json.loads((run_dir / "run.json").read_text())
-    stages = {s.name: _load_stage(run_dir, s, device) for s in config.stages
+    stages = {s.name: _load_stage(run_dir, s, device, info) for s in config.stages
               if (run_dir / s.name / "model.safetensors").is_file()}
     if not stages:
         raise TrainError(f"{run_dir}: no stage has model.safetensors yet; train one with `glioseg train`")
     return RunBundle(run_dir, config, info, stages)
 
 
-def _load_stage(run_dir: Path, stage: StageConfig, device: str) -> StageModel:
-    """One stage's network with its ``model.safetensors``, in eval mode on ``device``."""
+def _load_stage(run_dir: Path, stage: StageConfig, device: str, info: dict[str, Any]) -> StageModel:
+    """One stage's network with its ``model.safetensors``, in eval mode on ``device``.
+
+    The inference tile is the one the run recorded (what validation predicted with), so that
+    ``glioseg predict`` scores as the training log did; runs without a record fall back to the config.
+    """
     model = build_stage_model(stage)
     load_weights(model, run_dir / stage.name / "model.safetensors")
     model.to(select_device(device)).eval()
-    return StageModel(stage.name, model, stage.spacing_mm, stage.val_window or stage.patch_size, stage.target, stage)
+    recorded = (info.get("stages") or {}).get(stage.name, {}).get("patch_size")
+    tile = tuple(int(p) for p in recorded) if recorded else tuple(stage.val_window or stage.patch_size)
+    return StageModel(stage.name, model, stage.spacing_mm, tile, stage.target, stage)  # type: ignore[arg-type]

@@ -364,7 +364,8 @@ def stages_from_bundles(bundles: Sequence[Any]) -> dict[str, Stage]:
 
     Raises:
         PreprocessingMismatch: a run's preprocessing record is missing or differs from the code's.
-        ValueError: the runs disagree on a stage's spacing, patch size, target or preprocessing.
+        ValueError: the runs disagree on a stage's spacing, target or preprocessing (differing
+            tiles are merged: the ensemble predicts with their element-wise maximum).
     """
     stages: dict[str, Stage] = {}
     for bundle in bundles:
@@ -376,9 +377,11 @@ def stages_from_bundles(bundles: Sequence[Any]) -> dict[str, Stage]:
                 stages[name] = Stage(name, [sm.model], sm.spacing_mm, tuple(sm.patch_size), sm.target, divisor, spec)
                 continue
             s = stages[name]
-            if (s.spacing_mm, s.patch_size, s.target, s.preprocessing) != \
-                    (sm.spacing_mm, tuple(sm.patch_size), sm.target, spec):
-                raise ValueError(f"stage {name}: the runs of the ensemble differ in spacing, patch size, target "
+            if (s.spacing_mm, s.target, s.preprocessing) != (sm.spacing_mm, sm.target, spec):
+                raise ValueError(f"stage {name}: the runs of the ensemble differ in spacing, target "
                                  f"or preprocessing ({bundle.run_dir}); ensemble only runs trained the same way")
+            # the networks are fully convolutional: members whose recorded tiles differ (folds whose
+            # training cases differ in size) share the tile that covers each of theirs
+            s.patch_size = tuple(max(a, int(b)) for a, b in zip(s.patch_size, sm.patch_size, strict=True))
             s.models.append(sm.model)
     return stages
