@@ -382,6 +382,6 @@ def stages_from_bundles(bundles: Sequence[Any]) -> dict[str, Stage]:
                                  f"or preprocessing ({bundle.run_dir}); ensemble only runs trained the same way")
             # the networks are fully convolutional: members whose recorded tiles differ (folds whose
             # training cases differ in size) share the tile that covers each of theirs
-            s.patch_size = tuple(max(a, int(b)) for a, b in zip(s.patch_size, sm.patch_size, strict=True))
+            s.patch_size = tuple(max(a, int(b)) for a, b in zip(s.patch_size, sm.patch_size, strict=True))  # type: ignore[assignment]
             s.models.append(sm.model)
     return stages
