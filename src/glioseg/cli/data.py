@@ -55,11 +55,15 @@ def _check_dicom(dataset: Path, series: str | None, scratch: Path) -> DatasetRep
     import time
 
     from glioseg.data.checks import inspect_case
-    from glioseg.data.reports import DatasetReport
+    from glioseg.data.reports import CaseReport, DatasetReport
 
     start = time.perf_counter()
-    cases, _ = dicom_cases(dataset, series, scratch)
-    report = DatasetReport(dataset, "dicom", [inspect_case(case) for case in cases])
+    inputs = dicom_cases(dataset, series, scratch)
+    reports = [inspect_case(case) for case in inputs.cases]
+    for case_id, why in inputs.failed.items():  # a study that could not be read is a failed case, not a stop
+        reports.append(CaseReport(case_id, "dicom"))
+        reports[-1].error("dicom", why)
+    report = DatasetReport(dataset, "dicom", sorted(reports, key=lambda r: r.case_id))
     report.seconds = time.perf_counter() - start
     return report
 
@@ -121,14 +125,15 @@ def _info_dicom(folder: Path, series: str | None, scratch: Path) -> None:
     """``info`` of the one study in a DICOM folder (its series named instead of the converted files)."""
     from glioseg.data.nifti import CaseError, read_case
 
-    cases, studies = dicom_cases(folder, series, scratch)
-    if len(cases) != 1:
-        fail(f"{folder}: holds {len(cases)} studies ({', '.join(c.case_id for c in cases)}); give one study's folder")
+    inputs = dicom_cases(folder, series, scratch)
+    names = sorted([*(c.case_id for c in inputs.cases), *inputs.failed])
+    if len(names) != 1:
+        fail(f"{folder}: holds {len(names)} studies ({', '.join(names)}); give one study's folder")
     try:
-        c = read_case(cases[0])
+        c = read_case(inputs.cases[0])
     except CaseError as exc:
         fail(str(exc))
-    _echo_case(c, {m: f"series #{s.number} {s.description!r}" for m, s in studies[0].series.items()})
+    _echo_case(c, {m: f"series #{s.number} {s.description!r}" for m, s in inputs.studies[0].series.items()})
 
 
 def _echo_case(c: Case, sources: dict[str, str]) -> None:

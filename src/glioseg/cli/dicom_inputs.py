@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,24 +32,66 @@ def scratch_folder(needed: bool) -> Iterator[Path | None]:
         yield Path(folder)
 
 
-def dicom_cases(dicom: Path, series: str | None, scratch: Path) -> tuple[list[CaseFiles], list[DicomStudy]]:
+@dataclass
+class DicomInputs:
+    """The studies of a DICOM folder that became cases, and those that could not.
+
+    Attributes:
+        cases: the converted studies (NIfTI in the scratch folder), sorted by case ID.
+        studies: their DICOM studies, in the same order.
+        failed: case ID -> one line naming the study, the series and the fix, for each study
+            that could not be assigned or converted (batch commands report it and go on).
+    """
+
+    cases: list[CaseFiles]
+    studies: list[DicomStudy]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def dicom_cases(dicom: Path, series: str | None, scratch: Path, num_shards: int = 1,
+                shard_id: int = 0) -> DicomInputs:
     """The studies of ``dicom`` as cases (NIfTI in ``scratch``), printing which series is which modality.
 
+    Only the studies of shard ``shard_id`` of ``num_shards`` are converted (by case ID, as
+    :func:`glioseg.inference.cases.select_shard`). A study whose series are ambiguous, incomplete
+    or unreadable is left out and named in ``failed``; the others go on.
+
     Exits with one line when the folder holds no MR series, ``--series`` is malformed or names no
-    series, a modality's series is ambiguous or missing, or a series cannot be read exactly.
+    series, or no study of the shard could be read (naming each one's problem).
     """
+    from glioseg.inference.cases import select_shard
     from glioseg.interop.dicom import DicomError, convert_study, find_studies, parse_series
 
+    failed: dict[str, str] = {}
     try:
-        studies = find_studies(dicom, parse_series(series))
-        cases = [convert_study(study, scratch) for study in studies]
+        studies = find_studies(dicom, parse_series(series), failed)
     except DicomError as exc:
         fail(str(exc))
-    for study in studies:
+    mine = {s.case_id for s in select_shard([*studies, *(_Named(c) for c in failed)], num_shards, shard_id)}
+    failed = {c: why for c, why in failed.items() if c in mine}
+    inputs = DicomInputs([], [], failed)
+    for study in (s for s in studies if s.case_id in mine):
+        try:
+            inputs.cases.append(convert_study(study, scratch))
+        except (DicomError, OSError) as exc:
+            failed[study.case_id] = str(exc) if isinstance(exc, DicomError) else \
+                f"study {study.case_id}: cannot convert its series into {scratch} ({exc}); free disk space"
+            continue
+        inputs.studies.append(study)
         typer.echo(f"{study.case_id}: series assigned (override with --series MODALITY=UID)")
         for modality, info in study.series.items():
             typer.echo(f"  {modality:<5} = {info.label()}")
-    return cases, studies
+    if failed and not inputs.cases:
+        fail(next(iter(failed.values())) if len(failed) == 1 else
+             f"none of the {len(failed)} studies could be read: " + "; ".join(failed.values()))
+    return inputs
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A study known only by its case ID (one that failed), for sharding."""
+
+    case_id: str
 
 
 def series_option(series: str | None, dicom: Path | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,16 +217,27 @@ def predict(
         check_outside_dicom(out, dicom, "-o/--out")
     with scratch_folder(dicom is not None) as scratch:
         studies = None
-        if dicom is not None and scratch is not None:
-            every_case, studies = dicom_cases(dicom, series, scratch)
+        if dicom is not None and scratch is not None:  # only this shard's studies are converted
+            found = dicom_cases(dicom, series, scratch, num_shards, shard_id)
+            studies, inputs = found.studies, _Inputs(found.cases, sharded=True, unread=found.failed)
         else:
-            every_case = _predict_inputs(input_, t1, t1ce, t2, flair, case_id)
-        references = _seg_references(studies, reference, every_case, output_format)
-        _run(every_case, out, num_shards, shard_id, save_probabilities, output_label_scheme, label_scheme, threads,
+            inputs = _Inputs(_predict_inputs(input_, t1, t1ce, t2, flair, case_id))
+        references = _seg_references(studies, reference, inputs.cases, output_format)
+        _run(inputs, out, num_shards, shard_id, save_probabilities, output_label_scheme, label_scheme, threads,
              started, references, skip_existing, force, viewer, _Model(model, fold_list, backend, graph_cache, {
                  "device": device, "precision": precision, "tta": tta, "cascade": cascade, "margin_mm": margin,
                  "overlap": overlap, "tile_batch": tile_batch, "mc_samples": mc_dropout,
                  "single_threaded_tiles": single_threaded_tiles}))
+
+
+@dataclass
+class _Inputs:
+    """The cases to predict: every shard's, or (``sharded``) this shard's only; ``unread``: case ID ->
+    why a case could not even be read (a DICOM study that failed), recorded as failed."""
+
+    cases: list[CaseFiles]
+    sharded: bool = False
+    unread: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,7 +251,7 @@ class _Model:
     options: dict[str, Any]
 
 
-def _run(every_case: list[CaseFiles], out: Path, num_shards: int, shard_id: int, save_probabilities: bool,
+def _run(inputs: _Inputs, out: Path, num_shards: int, shard_id: int, save_probabilities: bool,
          output_label_scheme: str | None, label_scheme: str | None, threads: int | None, started: float,
          references: dict[str, SeriesInfo] | None, skip_existing: bool, force: bool, viewer: bool,
          model: _Model) -> None:
@@ -250,7 +261,8 @@ def _run(every_case: list[CaseFiles], out: Path, num_shards: int, shard_id: int,
     from glioseg.inference.manifest import manifest_path
     from glioseg.runtime import tune_allocator
 
-    cases = select_shard(every_case, num_shards, shard_id)
+    every_case = inputs.cases
+    cases = every_case if inputs.sharded else select_shard(every_case, num_shards, shard_id)
     manifest = manifest_path(out, num_shards, shard_id)
     _check_outputs(every_case, out, manifest, save_probabilities)  # all shards: no shard writes among inputs
     output_label_scheme = _output_scheme(every_case, output_label_scheme, label_scheme)  # once, for all shards
@@ -262,11 +274,12 @@ def _run(every_case: list[CaseFiles], out: Path, num_shards: int, shard_id: int,
                                            "tta": opts["tta"], "cascade": opts["cascade"], "overlap": opts["overlap"],
                                            "margin_mm": opts["margin_mm"], "mc_dropout": opts["mc_samples"],
                                            "folds": model.folds, "force": force})
-    with CaseBar("predict", len(cases)) as bar:
+    with CaseBar("predict", len(cases) + len(inputs.unread)) as bar:
         results = predict_dataset(predictor, cases, out, label_scheme=label_scheme,
                                   output_label_scheme=output_label_scheme, skip_existing=skip_existing,
                                   save_probabilities=save_probabilities, manifest=manifest, force=force,
                                   started=started, record=record, extra_outputs=_extra_outputs(references, record),
+                                  unread=inputs.unread,
                                   on_result=lambda r: bar.advance(r.case_id, r.status, r.error, f" {r.seconds:.1f}s"))
     if viewer:  # here, not after predict(): --dicom's converted images live only inside its scratch folder
         _write_viewers(cases, results, out, label_scheme, output_label_scheme)

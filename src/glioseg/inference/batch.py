@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -258,7 +258,8 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
                     skip_existing: bool = False, save_probabilities: bool = False, manifest: Path | None = None,
                     on_result: Callable[[CaseOutcome], object] | None = None, force: bool = False,
                     started: float | None = None, record: dict[str, Any] | None = None,
-                    extra_outputs: ExtraOutputs | None = None) -> list[CaseOutcome]:
+                    extra_outputs: ExtraOutputs | None = None,
+                    unread: Mapping[str, str] | None = None) -> list[CaseOutcome]:
     """Predict many cases; a failing case is recorded and the others go on.
 
     Args:
@@ -281,9 +282,11 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
             "options": {...}}`` (what ``glioseg evaluate`` reports as the predictions' provenance);
             its ``model`` also goes into each case's statistics ``<ID>.json``.
         extra_outputs: more files per case (see :class:`ExtraOutputs`), e.g. a DICOM-SEG.
+        unread: case ID -> one-line reason, for cases that could not even be turned into files
+            (a DICOM study whose series failed): each is recorded as failed, before the others.
 
     Returns:
-        One outcome per case, in input order.
+        One outcome per case: the unread ones first, then ``cases`` in input order.
 
     Raises:
         glioseg.inference.outputs.OutputError: unusable or repeated case IDs, or an output folder
@@ -302,6 +305,10 @@ def predict_dataset(predictor: Predictor, cases: Sequence[CaseFiles], out: Path 
     batch = _Batch(predictor, out, log, options, skip_existing, force, ManifestIndex(out, [log]),
                    started if started is not None else time.time(), dict(record or {}), extra_outputs)
     results = []
+    for case_id, why in (unread or {}).items():
+        results.append(batch.record(_failed(case_id, time.perf_counter(), why)))
+        if on_result is not None:
+            on_result(results[-1])
     for files in cases:
         result = _claim_and_run(batch, files)
         results.append(result)

@@ -204,20 +204,25 @@ def _pick(modality: str, free: list[SeriesInfo], every: list[SeriesInfo], where:
     return candidates[0]
 
 
-def find_studies(root: Path | str, overrides: dict[str, str] | None = None) -> list[DicomStudy]:
+def find_studies(root: Path | str, overrides: dict[str, str] | None = None,
+                 failures: dict[str, str] | None = None) -> list[DicomStudy]:
     """The studies under ``root`` (one study, or one sub-folder per study), each assigned.
 
     Args:
         root: the DICOM folder.
         overrides: modality -> SeriesInstanceUID (``--series``); each study takes the overrides
             naming its own series.
+        failures: when given, a study whose series cannot be assigned is left out and its
+            one-line reason stored here under its case ID (batch commands go on with the others);
+            when None, the first such study raises.
 
     Returns:
         One study per StudyInstanceUID, sorted by case ID: the study's folder name (``root``'s own
         name when it holds one study), made unique with the study date.
 
     Raises:
-        DicomError: no MR series, an override naming no series found, or an ambiguous assignment.
+        DicomError: no MR series, an override naming no series found, or (without ``failures``)
+            an ambiguous or incomplete assignment.
     """
     root = Path(root)
     series = find_series(root)
@@ -230,10 +235,18 @@ def find_studies(root: Path | str, overrides: dict[str, str] | None = None) -> l
     for s in series:
         groups.setdefault(s.study_uid, []).append(s)
     studies: list[DicomStudy] = []
+    taken: set[str] = set()
     for members in groups.values():
-        case_id = _study_id(root, members, len(groups), {st.case_id for st in studies})
+        case_id = _study_id(root, members, len(groups), taken)
+        taken.add(case_id)
         own = {m: u for m, u in wanted.items() if u in {s.uid for s in members}}
-        chosen = assign_modalities(members, own, f"study {case_id} [{_study_folder(root, members)}]")
+        try:
+            chosen = assign_modalities(members, own, f"study {case_id} [{_study_folder(root, members)}]")
+        except DicomError as exc:
+            if failures is None:
+                raise
+            failures[case_id] = str(exc)
+            continue
         studies.append(DicomStudy(case_id, root, chosen, [s for s in members if s not in chosen.values()]))
     return sorted(studies, key=lambda st: st.case_id)
 
