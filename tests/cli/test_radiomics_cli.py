@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -170,6 +171,15 @@ def test_grade_with_the_shipped_model_and_grade_fit(dataset, features_csv, tmp_p
 ])
 def test_bad_inputs_are_one_line_errors(dataset, tmp_path, args, needle):
     _refused([a.format(data=dataset, tmp=tmp_path) for a in args], needle)
+
+
+def test_binary_tables_are_one_line_errors_naming_the_file(features_csv, tmp_path):
+    """A NIfTI (gzip) file given where a CSV belongs: one line naming it, no decoding traceback."""
+    binary = tmp_path / "image.nii.gz"
+    binary.write_bytes(gzip.compress(b"\x00\x8b not text" * 50))
+    _refused(["survival", "fit", binary, tmp_path / "c.csv", "-o", tmp_path / "m"], str(binary), "not a text CSV")
+    _refused(["survival", "fit", features_csv, binary, "-o", tmp_path / "m"], str(binary), "not a text CSV",
+             "BraTS18ID")
 
 
 def test_a_case_that_fails_is_named_and_the_others_are_written(dataset, tmp_path):

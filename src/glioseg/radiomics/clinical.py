@@ -90,15 +90,20 @@ def _read_rows(path: Path, required: Sequence[str], what: str) -> list[dict[str,
     """The rows of a CSV that has ``required`` columns; RadiomicsError naming the file and the fix."""
     if not path.is_file():
         raise RadiomicsError(f"{path}: {what} file not found; give the BraTS table ({','.join(required)})")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise RadiomicsError(f"{path}: {what} table lacks column(s) {', '.join(missing)} (has "
-                                 f"{', '.join(header) or 'no header'}); give a CSV with the header "
-                                 f"{','.join(required)}")
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in reader.fieldnames or []]
+            missing = [c for c in required if c not in header]
+            rows = [] if missing else list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RadiomicsError(f"{path}: not a text CSV ({type(exc).__name__}); give the BraTS {what} table "
+                             f"({','.join(required)})") from None
+    if missing:
+        raise RadiomicsError(f"{path}: {what} table lacks column(s) {', '.join(missing)} (has "
+                             f"{', '.join(header) or 'no header'}); give a CSV with the header "
+                             f"{','.join(required)}")
+    return [{(k or "").strip(): (str(v) if v is not None else "").strip() for k, v in row.items()} for row in rows]
 
 
 def read_survival_table(path: Path | str, need_survival: bool = True) -> dict[str, Patient]:

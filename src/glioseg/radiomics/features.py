@@ -163,14 +163,18 @@ def read_features_csv(path: Path | str) -> FeatureTable:
     path = Path(path)
     if not path.is_file():
         raise RadiomicsError(f"{path}: features file not found; write it with `glioseg features -i DATA -o {path}`")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [c for c in (ID_COLUMN, *FEATURE_NAMES) if c not in header]
-        if missing:
-            raise RadiomicsError(f"{path}: not a glioseg features table (missing columns {_short(missing)}); "
-                                 "recreate it with `glioseg features` of this version")
-        rows = list(reader)
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in (ID_COLUMN, *FEATURE_NAMES) if c not in header]
+            rows = [] if missing else list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RadiomicsError(f"{path}: not a text CSV ({type(exc).__name__}); give the features table "
+                             "`glioseg features -o` wrote") from None
+    if missing:
+        raise RadiomicsError(f"{path}: not a glioseg features table (missing columns {_short(missing)}); "
+                             "recreate it with `glioseg features` of this version")
     ids = [r[ID_COLUMN] for r in rows]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
