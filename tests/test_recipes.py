@@ -59,3 +59,24 @@ def test_train_cv_refuses_a_bad_fold(tmp_path):
     result = _train_cv(tmp_path, "0 x")
     assert result.returncode == 2
     assert "FOLDS must be fold numbers, got 'x'" in result.stderr
+
+
+def test_learning_curve_script_draws_folds_their_mean_and_heldout_points(tmp_path):
+    """scripts/learning_curve.py: two validated logs (same steps), one not validated yet, a held-out point."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("learning_curve", ROOT / "scripts" / "learning_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    header = "epoch,step,lr,train_loss,seconds,dice_WT,dice_TC,dice_ET,dice_mean\n"
+    for k, shift in enumerate((0.0, 0.05)):
+        rows = [f"{e},{25 * (e + 1)},0.1,1.0,1.0," + (",".join(f"{0.5 + shift + e / 100:.3f}" for _ in range(4))
+                                                      if e % 2 else ",,,") for e in range(6)]
+        (tmp_path / f"fold_{k}_log.csv").write_text(header + "\n".join(rows) + "\n")
+    (tmp_path / "fold_2_log.csv").write_text("epoch,step,lr,train_loss,seconds\n0,25,0.1,1.0,1.0\n")
+    heldout = tmp_path / "heldout.csv"
+    heldout.write_text('label,iterations,WT,TC,ET\n"fold 0, final",150,0.8,0.7,0.6\n')
+    steps, dice = module._validated(tmp_path / "fold_1_log.csv")
+    assert steps.tolist() == [50, 100, 150] and dice["ET"].tolist() == pytest.approx([0.56, 0.58, 0.60])
+    out = module.draw(sorted(tmp_path.glob("fold_*_log.csv")), heldout, tmp_path / "lc.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
