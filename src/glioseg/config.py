@@ -110,6 +110,7 @@ class StageConfig:
         batch_size: patches per iteration (per process under DDP).
         fg_fraction: share of patches centred on tumour voxels.
         augment: apply the paper's augmentation.
+        augment_cnr: per-channel probability of ``RandomChannelCNR`` (weaker contrast of other scanners); 0 = off.
         target: ``regions`` (WT/TC/ET sigmoid) or ``labels`` (4-class softmax).
         epochs, iterations: training length (iterations per epoch).
         val_every: validate every this many epochs (the last epoch always validates).
@@ -126,6 +127,7 @@ class StageConfig:
     batch_size: int = 2
     fg_fraction: float = 0.33
     augment: bool = True
+    augment_cnr: float = 0.0
     target: str = "regions"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -144,7 +146,8 @@ class StageConfig:
                 object.__setattr__(self, key, self._window(key, getattr(self, key)))
         _require(self.spacing_mm is None or self.spacing_mm > 0, f"stage {self.name}: spacing_mm must be > 0")
         _require(self.batch_size >= 1, f"stage {self.name}: batch_size must be >= 1, got {self.batch_size}")
-        _require(0.0 <= self.fg_fraction <= 1.0, f"stage {self.name}: fg_fraction must be in [0, 1]")
+        for key in ("fg_fraction", "augment_cnr"):
+            _require(0.0 <= getattr(self, key) <= 1.0, f"stage {self.name}: {key} must be in [0, 1]")
         _require(self.target in TARGETS, f"stage {self.name}: target {self.target!r}: choose one of {list(TARGETS)}")
         _require(self.epochs >= 1 and self.iterations >= 1 and self.val_every >= 1,
                  f"stage {self.name}: epochs, iterations and val_every must be >= 1")

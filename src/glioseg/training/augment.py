@@ -24,6 +24,7 @@ import torch
 from glioseg.training.intensity import (
     RandomBlur,
     RandomBrightness,
+    RandomChannelCNR,
     RandomContrast,
     RandomGamma,
     RandomLowRes,
@@ -59,15 +60,22 @@ class Compose:
         return None, self
 
 
-def default_augmentation(label_mode: str = "nearest") -> Compose:
+def default_augmentation(label_mode: str = "nearest", cnr: float = 0.0) -> Compose:
     """The default training augmentation (Isensee et al. 2017 / nnU-Net ranges).
+
+    Args:
+        label_mode: how the spatial transform resamples labels.
+        cnr: per-channel probability of :class:`RandomChannelCNR` (another scanner's weaker
+            contrast); 0 leaves it out, so the pipeline and its random draws are the default's.
 
     Returns:
         Compose of, in order, RandomSpatial (rotation 15 deg, scale 0.75-1.25, elastic),
-        RandomNoise, RandomBlur, RandomBrightness, RandomContrast, RandomLowRes, RandomGamma, RandomFlip.
+        RandomNoise, RandomBlur, RandomBrightness, RandomContrast, [RandomChannelCNR,]
+        RandomLowRes, RandomGamma, RandomFlip.
     """
+    cnr_step = [RandomChannelCNR(p=cnr)] if cnr > 0 else []
     return Compose([
         RandomSpatial(label_mode=label_mode),
-        RandomNoise(), RandomBlur(), RandomBrightness(), RandomContrast(),
+        RandomNoise(), RandomBlur(), RandomBrightness(), RandomContrast(), *cnr_step,
         RandomLowRes(), RandomGamma(), RandomFlip(),
     ])

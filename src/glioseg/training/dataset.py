@@ -237,8 +237,9 @@ def make_dataset(root: Path, case_ids: Sequence[str], stage: StageConfig, seed: 
 
     Sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)``.
     """
+    augment = default_augmentation(cnr=stage.augment_cnr) if stage.augment else None
     return PatchDataset(root, list(case_ids), None if stage.whole_volume else stage.patch_size,
-                        fg_fraction=stage.fg_fraction, augment=default_augmentation() if stage.augment else None,
+                        fg_fraction=stage.fg_fraction, augment=augment,
                         seed=seed, length=stage.iterations * stage.batch_size * world_size)
 
 
