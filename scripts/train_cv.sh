@@ -5,13 +5,13 @@
 # WORK:  cache + runs (outside the repo); the fold runs go to WORK/cv/fold_<k>, the layout
 #        `glioseg cv` and `glioseg predict -m WORK/cv` read.
 # FOLDS: space-separated fold numbers, default "0 1 2 3 4" (trained one after the other, all threads each).
-# Environment: CONFIG (recipe YAML, default configs/recipe_2mm_patch64.yaml), BIN (default .venv/bin),
+# Environment: CONFIG (recipe YAML, default configs/recipe_2mm_patch64_cnr.yaml), BIN (default .venv/bin),
 #              SHARED (default ../shared/data).
 set -euo pipefail
 WORK=${1:?usage: train_cv.sh WORK [FOLDS]}
 FOLDS=${2:-0 1 2 3 4}
 BIN=${BIN:-.venv/bin}
-CONFIG=${CONFIG:-configs/recipe_2mm_patch64.yaml}
+CONFIG=${CONFIG:-configs/recipe_2mm_patch64_cnr.yaml}
 SHARED=${SHARED:-../shared/data}
 META=$SHARED/meta
 mkdir -p "$WORK/cv"

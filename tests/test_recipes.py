@@ -52,7 +52,7 @@ def test_train_cv_trains_each_fold_into_the_cv_layout(tmp_path):
     assert calls[1].startswith("split ") and calls[1].count("--mapping") == 2
     trains = [c for c in calls if c.startswith("train ")]
     assert [c.split()[2] for c in trains] == [str(tmp_path / "work/cv/fold_0"), str(tmp_path / "work/cv/fold_3")]
-    assert all("--fold" in c and "configs/recipe_2mm_patch64.yaml" in c for c in trains)
+    assert all("--fold" in c and "configs/recipe_2mm_patch64_cnr.yaml" in c for c in trains)
 
 
 def test_train_cv_refuses_a_bad_fold(tmp_path):
