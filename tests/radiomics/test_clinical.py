@@ -78,3 +78,11 @@ def test_grade_table(tmp_path):
         read_grade_table(path)
     with pytest.raises(RadiomicsError, match="not found"):
         read_grade_table(tmp_path / "none.csv")
+
+
+@pytest.mark.parametrize("reader", [read_survival_table, read_grade_table])
+def test_a_row_with_more_cells_than_the_header_is_refused_naming_the_line(tmp_path, reader):
+    path = tmp_path / "t.csv"
+    path.write_text("BraTS18ID,Age,Survival,Grade\na,60,400,HGG\nb,50,1,000,HGG\n")  # unquoted "1,000"
+    with pytest.raises(RadiomicsError, match=r"t\.csv: line 3: 1 cell\(s\) more than the header's 4; .*quote"):
+        reader(path)

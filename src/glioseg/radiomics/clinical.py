@@ -103,7 +103,11 @@ def _read_rows(path: Path, required: Sequence[str], what: str) -> list[dict[str,
         raise RadiomicsError(f"{path}: {what} table lacks column(s) {', '.join(missing)} (has "
                              f"{', '.join(header) or 'no header'}); give a CSV with the header "
                              f"{','.join(required)}")
-    return [{(k or "").strip(): (str(v) if v is not None else "").strip() for k, v in row.items()} for row in rows]
+    for n, row in enumerate(rows, start=2):
+        if None in row:  # DictReader files the cells past the header under the key None
+            raise RadiomicsError(f"{path}: line {n}: {len(row[None])} cell(s) more than the header's "
+                                 f"{len(header)}; remove them or quote a cell that holds a comma")
+    return [{k.strip(): (v or "").strip() for k, v in row.items()} for row in rows]
 
 
 def read_survival_table(path: Path | str, need_survival: bool = True) -> dict[str, Patient]:
