@@ -192,21 +192,24 @@ def test_real_safetensors_pass_the_check(tmp_path):
     from glioseg.artifacts.bundles import default_model_dir
     from glioseg.artifacts.weights import safetensors_problem
 
-    assert safetensors_problem(default_model_dir() / "low" / "model.safetensors") is None
+    shipped = sorted(default_model_dir().rglob("*.safetensors"))  # one run, or every fold of an ensemble
+    assert shipped and all(safetensors_problem(path) is None for path in shipped)
     (tmp_path / "w.safetensors").write_bytes(_weights())
     assert safetensors_problem(tmp_path / "w.safetensors") is None
 
 
 def _run_dir(tmp_path: Path, weights: bytes) -> Path:
-    """The shipped model's config and run.json (no manifest, so no sha256 check) with other weights."""
+    """The shipped model's (first fold's) config and run.json (no manifest, so no sha256 check) with other weights."""
     import shutil
 
     from glioseg.artifacts.bundles import default_model_dir
+    from glioseg.artifacts.folds import run_folders
 
+    member = run_folders(default_model_dir())[0]  # the bundle itself, or fold_0 of a fold ensemble
     run = tmp_path / "run"
     (run / "low").mkdir(parents=True)
     for name in ("config.yaml", "run.json"):
-        shutil.copyfile(default_model_dir() / name, run / name)
+        shutil.copyfile(member / name, run / name)
     (run / "low" / "model.safetensors").write_bytes(weights)
     return run
 

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from glioseg.artifacts.bundles import default_model_dir, write_manifest
+from glioseg.artifacts.folds import run_folders
 from glioseg.artifacts.preprocess_record import (
     CODE_RULES,
     PreprocessingMismatch,
@@ -73,7 +74,7 @@ def test_run_wide_record_of_a_cascade_and_per_stage_records():
 def test_shipped_model_passes():
     from glioseg.inference.predictor import Predictor
 
-    info = json.loads((default_model_dir() / "run.json").read_text())
+    info = json.loads((run_folders(default_model_dir())[0] / "run.json").read_text())  # a fold ensemble: fold_0
     assert stage_preprocessing(info, "low", 2.0, {"low": 2.0, "high": 1.0}, "default") == \
         PreprocessingSpec(2.0, (0.5, 99.5), 2)
     predictor = Predictor.from_run(default_model_dir(), device="cpu")
@@ -95,11 +96,12 @@ def test_rehashed_bundle_with_other_percentiles_refused(tmp_path):
 
     bundle = tmp_path / "bundle"
     shutil.copytree(default_model_dir(), bundle)
-    info = json.loads((bundle / "run.json").read_text())
+    member = bundle / run_folders(default_model_dir())[0].relative_to(default_model_dir())  # "." or fold_0
+    info = json.loads((member / "run.json").read_text())
     info["normalisation"]["percentiles"] = [1.0, 99.0]
-    (bundle / "run.json").write_text(json.dumps(info))
+    (member / "run.json").write_text(json.dumps(info))
     manifest = json.loads((bundle / "manifest.json").read_text())
     (bundle / "manifest.json").unlink()
     write_manifest(bundle, {k: v for k, v in manifest.items() if k not in ("format", "files", "sizes")})
-    with pytest.raises(PreprocessingMismatch, match=rf"model {bundle}: stage low .*percentiles \[1.0, 99.0\]"):
+    with pytest.raises(PreprocessingMismatch, match=rf"model {member}: stage low .*percentiles \[1.0, 99.0\]"):
         Predictor.from_run(bundle, device="cpu")

@@ -133,9 +133,10 @@ def test_cv_table_script_predicts_and_reports_both_shared_folders(cv_root, tmp_p
 @pytest.mark.realdata
 def test_cv_on_real_cases_writes_what_glioseg_predict_writes(shared_brats18, tmp_path):
     """Two folds made of the shipped model (not a real CV: its numbers mean nothing), two real cases."""
-    import glioseg
+    from glioseg.artifacts.bundles import default_model_dir
+    from glioseg.artifacts.folds import run_folders
 
-    shipped = Path(glioseg.__file__).parent / "weights" / "default"
+    shipped = run_folders(default_model_dir())[0]  # the shipped run, or fold_0 of the shipped fold ensemble
     data, root = tmp_path / "data", tmp_path / "cv"
     ids = ["Brats18_2013_11_1", "Brats18_CBICA_AME_1"]
     data.mkdir()
