@@ -80,3 +80,51 @@ def test_learning_curve_script_draws_folds_their_mean_and_heldout_points(tmp_pat
     assert steps.tolist() == [50, 100, 150] and dice["ET"].tolist() == pytest.approx([0.56, 0.58, 0.60])
     out = module.draw(sorted(tmp_path.glob("fold_*_log.csv")), heldout, tmp_path / "lc.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tumour_contrast_is_the_gap_of_tumour_over_the_rest_of_the_brain():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((2, 20, 20, 20), np.float32)
+    image[:, 2:18, 2:18, 2:18] = rng.normal(0.0, 0.5, (2, 16, 16, 16))  # the brain; 0 outside
+    label = np.zeros((20, 20, 20), np.uint8)
+    label[8:12, 8:12, 8:12] = 2
+    image[0][label > 0] += 3.0  # channel 0 shows the tumour 3 above the brain, channel 1 not at all
+    (gap0, sd0), (gap1, _) = _script("tumour_contrast").channel_contrast(image, label)
+    assert gap0 == pytest.approx(3.0, abs=0.15) and abs(gap1) < 0.15 and sd0 == pytest.approx(0.5, abs=0.05)
+    assert all(np.isnan(v) for v in _script("tumour_contrast").channel_contrast(image, label * 0)[0])
+
+
+def test_tumour_contrast_script_on_a_preprocessed_dataset(make_synthetic_dataset, tmp_path):
+    import sys
+
+    data = make_synthetic_dataset(n_cases=2)
+    pre = tmp_path / "pre"
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "glioseg"), "preprocess", str(data), str(pre)], check=True, capture_output=True)
+    script = [sys.executable, str(ROOT / "scripts" / "tumour_contrast.py"), str(pre)]
+    cases = tmp_path / "cases.csv"
+    first = sorted(p.name for p in pre.iterdir() if p.is_dir())[0]
+    cases.write_text(f"case_id,dice_WT\n{first},0.5\n")
+    done = subprocess.run([*script, "--dice", str(cases), "-o", str(tmp_path / "t.csv")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    rows = (tmp_path / "t.csv").read_text().splitlines()
+    assert rows[0].startswith("case_id,gap_t1,gap_t1ce,gap_t2,gap_flair,sd_t1") and len(rows) == 3
+    assert "gap_flair" in done.stdout and any(line.startswith(first) and line.endswith("0.50")
+                                              for line in done.stdout.splitlines())
+    cases.write_text("id,wt\n")
+    bad = subprocess.run([*script, "--dice", str(cases)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "needs the columns case_id and dice_WT" in bad.stderr
+    empty = subprocess.run([*script[:2], str(tmp_path)], capture_output=True, text=True)  # not a preprocessed dataset
+    assert empty.returncode == 1 and "no preprocessed cases" in empty.stderr
