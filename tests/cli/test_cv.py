@@ -167,3 +167,40 @@ def test_cv_reports_a_case_it_could_not_predict_and_exits_non_zero(cv_root, tmp_
     assert f"Failed cases (no readable prediction, scored Dice 0): {bad}." in result.output  # the table is printed
     assert f"error: 1 case(s) could not be predicted (scored Dice 0): {bad};" in result.output
     assert (tmp_path / "oof" / "report" / "cv_table.md").is_file()
+
+
+def test_cv_applies_given_postprocessing_to_every_fold_and_records_it(cv_root, tmp_path):
+    """--postprocess: the ensemble's tuned settings scored out-of-fold; recorded, so a mixed OUT is refused."""
+    root, raw = cv_root
+    settings = tmp_path / "tuned"
+    settings.mkdir()
+    (settings / "postprocess.json").write_text(json.dumps({"thresholds": [0.5, 0.5, 0.5], "min_et_mm3": 0,
+                                                           "min_component_mm3": [1e12, 0, 0]}))
+    out = tmp_path / "oof"
+    result = invoke("cv", root, raw, "-o", out, "--device", "cpu", "--postprocess", settings)  # the folder
+    assert result.exit_code == 0, result.output
+    import nibabel as nib
+
+    for case in json.loads((out / "cv.json").read_text())["cases"]:
+        assert not nib.load(str(out / f"{case}.nii.gz")).get_fdata().any()  # every WT component removed
+    record = json.loads((out / "cv.json").read_text())
+    assert record["options"]["postprocess"]["min_component_mm3"] == [1e12, 0, 0]
+    again = invoke("cv", root, raw, "-o", out, "--device", "cpu", "--postprocess", settings / "postprocess.json")
+    assert again.exit_code == 0 and "0 predicted, 4 skipped" in again.output  # the file: the same settings
+    assert "another cross-validation" in _one_error_line(invoke("cv", root, raw, "-o", out, "--device", "cpu"))
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (None, "not found; give the postprocess.json written by `glioseg tune-postprocess`"),
+    ("{not json", "not usable post-processing settings"),
+    ("[1, 2]", "not usable post-processing settings (not a JSON object)"),
+    ('{"thresholds": [2, 0.5, 0.5]}', "not usable post-processing settings"),
+])
+def test_cv_refuses_unusable_postprocessing_in_one_line(cv_root, tmp_path, content, match):
+    root, raw = cv_root
+    path = tmp_path / "pp.json"
+    if content is not None:
+        path.write_text(content)
+    line = _one_error_line(invoke("cv", root, raw, "-o", tmp_path / "oof", "--postprocess", path))
+    assert str(path) in line and match in line
+    assert not (tmp_path / "oof").exists()  # refused before anything is written

@@ -46,6 +46,9 @@ def cv(
     label_scheme: str | None = typer.Option(None, "--label-scheme", help="Label scheme of the dataset "
                                             "\\[the one its layout implies]."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring cases in parallel."),
+    postprocess: Path | None = typer.Option(None, "--postprocess", help="postprocess.json, or the folder holding "
+                                            "it (CV_ROOT after `glioseg tune-postprocess CV_ROOT`), applied to "
+                                            "every fold's predictions \\[each fold run's own]."),
 ) -> None:
     """Cross-validation: predict each case with the fold that did not train on it, then print its table."""
     from glioseg.evaluation.crossval import CV_FILE
@@ -61,8 +64,10 @@ def cv(
     failed: list[str] = []
     if predict:
         _set_threads(threads)
-        failed = _predict(cv_root, data, out, allow_unfinished, fold_list, label_scheme, force, not redo,
-                          {"tta": tta, "cascade": cascade, "device": device, "precision": precision})
+        options: dict[str, Any] = {"tta": tta, "cascade": cascade, "device": device, "precision": precision}
+        if postprocess is not None:
+            options["postprocess"] = _read_postprocess(postprocess)
+        failed = _predict(cv_root, data, out, allow_unfinished, fold_list, label_scheme, force, not redo, options)
     elif not (out / CV_FILE).is_file():
         fail(f"-o/--out: {out / CV_FILE} missing: nothing predicted there yet; run without --no-predict")
     _report(out, data, grades, label_scheme, workers, report_dir)
@@ -79,6 +84,26 @@ def _parse_folds(text: str | None) -> list[int] | None:
     if not items or not all(f.isdigit() for f in items) or len(set(items)) != len(items):
         fail(f"--folds {text!r}: give distinct fold numbers (0, 1, ...) separated by commas, e.g. --folds 0,1")
     return [int(f) for f in items]
+
+
+def _read_postprocess(path: Path) -> Any:
+    """The settings of ``--postprocess`` (a file, or the folder holding one); exit naming it when unusable."""
+    import json
+
+    from glioseg.inference.postprocess import POSTPROCESS_FILE, PostprocessConfig
+
+    file = path / POSTPROCESS_FILE if path.is_dir() else path
+    if not file.is_file():
+        fail(f"--postprocess: {file} not found; give the {POSTPROCESS_FILE} written by `glioseg tune-postprocess` "
+             "or the folder holding it")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return PostprocessConfig.from_dict(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        fail(f"--postprocess: {file}: not usable post-processing settings ({exc}); give the {POSTPROCESS_FILE} "
+             "written by `glioseg tune-postprocess`")
 
 
 def _set_threads(threads: int | None) -> None:

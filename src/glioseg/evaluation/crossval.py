@@ -203,7 +203,8 @@ def plan_crossval(cv_root: Path | str, roots: Sequence[Path | str], out: Path | 
     check_case_ids(cases)
     check_output_location(out, cases, False)
     scheme = decide_output_scheme(cases, output_label_scheme, label_scheme)  # once, for every fold's cases
-    recorded = {k: v for k, v in sorted(predictor_options.items()) if k not in UNRECORDED_OPTIONS}
+    recorded = {k: (v.to_dict() if hasattr(v, "to_dict") else v)  # e.g. a PostprocessConfig
+                for k, v in sorted(predictor_options.items()) if k not in UNRECORDED_OPTIONS}
     record = _record(cv_root, runs, assignment, {**recorded, "output_label_scheme": scheme}, len(every_case))
     _check_record(out, record)
     predictors = {r.fold: Predictor.from_run(r.run_dir, **predictor_options) for r in runs}
