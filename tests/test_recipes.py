@@ -128,3 +128,22 @@ def test_tumour_contrast_script_on_a_preprocessed_dataset(make_synthetic_dataset
     assert bad.returncode == 1 and "needs the columns case_id and dice_WT" in bad.stderr
     empty = subprocess.run([*script[:2], str(tmp_path)], capture_output=True, text=True)  # not a preprocessed dataset
     assert empty.returncode == 1 and "no preprocessed cases" in empty.stderr
+
+
+def test_ship_cv_tunes_scores_both_ways_and_ships_the_tuned_table(tmp_path):
+    bin_dir = _fake_bin(tmp_path)
+    (bin_dir / "python").write_text(f'#!/bin/sh\necho python "$@" >> {tmp_path}/calls.txt\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "BIN": str(bin_dir), "SHARED": str(tmp_path / "shared")}
+    result = subprocess.run(["bash", str(ROOT / "scripts/ship_cv.sh"), "CV", "PRE", "OUT"], capture_output=True,
+                            text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert calls[0] == "tune-postprocess CV PRE"
+    assert calls[1].startswith("cv CV ") and "-o OUT/oof " in calls[1] and "--postprocess" not in calls[1]
+    assert calls[2].startswith("cv CV ") and "-o OUT/oof_tuned " in calls[2] and calls[2].endswith("--postprocess CV")
+    assert calls[3].startswith("python ") and "ship_model.py CV OUT/oof_tuned/report --validation-command" in calls[3]
+    assert "--out" not in calls[3] and len(calls) == 4
+    missing = subprocess.run(["bash", str(ROOT / "scripts/ship_cv.sh"), "CV"], capture_output=True, text=True,
+                             cwd=ROOT, env=env)
+    assert missing.returncode != 0 and "usage: ship_cv.sh CV_ROOT PRE OUT" in missing.stderr
