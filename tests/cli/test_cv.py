@@ -188,6 +188,8 @@ def test_cv_applies_given_postprocessing_to_every_fold_and_records_it(cv_root, t
     again = invoke("cv", root, raw, "-o", out, "--device", "cpu", "--postprocess", settings / "postprocess.json")
     assert again.exit_code == 0 and "0 predicted, 4 skipped" in again.output  # the file: the same settings
     assert "another cross-validation" in _one_error_line(invoke("cv", root, raw, "-o", out, "--device", "cpu"))
+    assert "drop one of the two" in _one_error_line(invoke("cv", root, raw, "-o", out, "--no-predict",
+                                                           "--postprocess", settings))
 
 
 @pytest.mark.parametrize(("content", "match"), [

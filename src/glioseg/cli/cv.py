@@ -61,6 +61,9 @@ def cv(
     fold_list = _parse_folds(folds)
     if grades is not None and not grades.is_file():
         fail(f"--grades: {grades} is not a file; give a CSV table with an ID column and a Grade column")
+    if postprocess is not None and not predict:
+        fail("--postprocess applies to predicting; --no-predict re-scores OUT as it was predicted (cv.json "
+             "records its settings): drop one of the two")
     failed: list[str] = []
     if predict:
         _set_threads(threads)
