@@ -63,11 +63,7 @@ def test_train_cv_refuses_a_bad_fold(tmp_path):
 
 def test_learning_curve_script_draws_folds_their_mean_and_heldout_points(tmp_path):
     """scripts/learning_curve.py: two validated logs (same steps), one not validated yet, a held-out point."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("learning_curve", ROOT / "scripts" / "learning_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("learning_curve")
     header = "epoch,step,lr,train_loss,seconds,dice_WT,dice_TC,dice_ET,dice_mean\n"
     for k, shift in enumerate((0.0, 0.05)):
         rows = [f"{e},{25 * (e + 1)},0.1,1.0,1.0," + (",".join(f"{0.5 + shift + e / 100:.3f}" for _ in range(4))
@@ -100,9 +96,10 @@ def test_tumour_contrast_is_the_gap_of_tumour_over_the_rest_of_the_brain():
     label = np.zeros((20, 20, 20), np.uint8)
     label[8:12, 8:12, 8:12] = 2
     image[0][label > 0] += 3.0  # channel 0 shows the tumour 3 above the brain, channel 1 not at all
-    (gap0, sd0), (gap1, _) = _script("tumour_contrast").channel_contrast(image, label)
+    contrast = _script("tumour_contrast").channel_contrast
+    (gap0, sd0), (gap1, _) = contrast(image, label)
     assert gap0 == pytest.approx(3.0, abs=0.15) and abs(gap1) < 0.15 and sd0 == pytest.approx(0.5, abs=0.05)
-    assert all(np.isnan(v) for v in _script("tumour_contrast").channel_contrast(image, label * 0)[0])
+    assert all(np.isnan(v) for v in contrast(image, label * 0)[0])
 
 
 def test_tumour_contrast_script_on_a_preprocessed_dataset(make_synthetic_dataset, tmp_path):
